@@ -1,0 +1,1 @@
+"""Private implementation helpers shared by every robustjax package."""

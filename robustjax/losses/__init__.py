@@ -1,0 +1,9 @@
+"""Per-example losses (``[N]`` outputs; callers reduce)."""
+
+from robustjax.losses._classification import cross_entropy
+from robustjax.losses._classification import cw_loss
+from robustjax.losses._classification import hinge
+from robustjax.losses._classification import margin
+from robustjax.losses._classification import trades_kl
+
+__all__ = ["cross_entropy", "cw_loss", "hinge", "margin", "trades_kl"]
