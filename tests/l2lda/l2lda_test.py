@@ -1,0 +1,160 @@
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from robustjax.attacks._l2l import l2l_attack, l2l_perturbation, normalize_gradient
+from robustjax.losses._diversity import mode_seeking_diversity
+from robustjax.models._l2l import L2LGenerator, L2LGeneratorTiny
+from robustjax.training._l2lda import create_l2lda_state, l2lda_generator_fn, make_l2lda_step
+
+
+class _TinyClf(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.relu(nn.Conv(4, (5, 5), (2, 2))(x))
+        x = nn.BatchNorm(use_running_average=not train)(x)
+        return nn.Dense(10)(x.reshape(x.shape[0], -1))
+
+
+def _mnist(n, split="train", offset=0):
+    import importlib.resources as ir
+    with ir.files("robustjax.data").joinpath("_embedded/mnist_12k.npz").open("rb") as f:
+        d = np.load(f)
+        x = d[f"{split}_images"][offset:offset + n].astype(np.float32)[..., None] / 255.0
+        y = d[f"{split}_labels"][offset:offset + n].astype(np.int32)
+    return jnp.asarray(x), jnp.asarray(y)
+
+
+def _gen_vars(gen, n=4, hw=28, key=0):
+    x = jnp.zeros((n, hw, hw, 1))
+    return gen.init(jax.random.key(key), x, x, x, jnp.zeros((n, gen.latent_dim)),
+                    jnp.zeros((n,), jnp.int32))
+
+
+def test_generator_shapes_and_range():
+    gen = L2LGeneratorTiny()
+    v = _gen_vars(gen)
+    x, _ = _mnist(4)
+    z = jax.random.normal(jax.random.key(1), (4, gen.latent_dim))
+    out = jax.jit(functools.partial(gen.apply, train=False))(v, x, x * 0, x, z,
+                                                              jnp.arange(4, dtype=jnp.int32))
+    assert out.shape == x.shape
+    assert float(jnp.max(jnp.abs(out))) <= 1.0
+    full = L2LGenerator()
+    shapes = jax.eval_shape(lambda: _gen_vars(full, n=2, hw=32))
+    assert shapes["params"]["conv3"]["kernel"].shape == (4, 4, 64 + 8, 128)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        _gen_vars(gen, hw=30)
+
+
+def test_label_enters_only_through_condbn():
+    gen = L2LGeneratorTiny()
+    v = _gen_vars(gen)
+    x, _ = _mnist(4)
+    z = jax.random.normal(jax.random.key(2), (4, gen.latent_dim))
+    g = jax.random.normal(jax.random.key(3), x.shape)
+
+    def run(variables, label):
+        y = jnp.full((4,), label, jnp.int32)
+        return gen.apply(variables, x, 0.1 * g, g, z, y, train=False)
+
+    # Identical CondBN rows for every class: the label cannot matter.
+    np.testing.assert_allclose(run(v, 1), run(v, 7), atol=1e-6)
+    # Change class 3's row of one CondBN table: only label 3 changes.
+    params = jax.tree_util.tree_map(lambda a: a, v["params"])
+    params["cbn2"]["gamma"] = params["cbn2"]["gamma"].at[3].set(2.5)
+    v2 = {**v, "params": params}
+    np.testing.assert_allclose(run(v2, 1), run(v, 1), atol=1e-6)
+    assert float(jnp.max(jnp.abs(run(v2, 3) - run(v, 3)))) > 1e-3
+
+
+def test_normalize_gradient_unit_frobenius():
+    g = jax.random.normal(jax.random.key(0), (3, 5, 5, 2))
+    n = normalize_gradient(g)
+    np.testing.assert_allclose(jnp.sqrt(jnp.sum(n ** 2, axis=(1, 2))), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("const", [1.0, -1.0, 0.3])
+def test_recurrent_attack_stays_in_ball_and_box(const):
+    x, y = _mnist(8)
+    clf = _TinyClf()
+    cv = clf.init(jax.random.key(0), x)
+    logits_fn = lambda v: clf.apply(cv, v)  # noqa: E731
+    gen_fn = lambda xx, d, g, z, yy: jnp.full_like(xx, const) + g  # noqa: E731
+    z = jnp.zeros((8, 2))
+    eps = 0.3
+    delta, traj = l2l_perturbation(gen_fn, logits_fn, x, y, z, eps=eps, num_steps=4,
+                                   step_fraction=0.5, return_all=True)
+    assert traj.shape == (4,) + x.shape
+    assert float(jnp.max(jnp.abs(traj))) <= eps + 1e-6
+    adv = x + traj
+    assert float(adv.min()) >= -1e-6 and float(adv.max()) <= 1 + 1e-6
+    if const == 1.0:  # saturates at the box-clipped ε boundary (gradient step ≤ 1 per pixel)
+        expect = jnp.clip(x + eps, 0, 1) - x
+        np.testing.assert_allclose(delta, expect, atol=1e-5)
+
+
+def test_l2l_attack_deterministic_and_jittable():
+    x, y = _mnist(4)
+    clf = _TinyClf()
+    cv = clf.init(jax.random.key(0), x)
+    gen = L2LGeneratorTiny()
+    gv = _gen_vars(gen)
+    attack = functools.partial(l2l_attack, generator_fn=l2lda_generator_fn(gen.apply, gv),
+                               eps=0.3, latent_dim=gen.latent_dim, num_steps=3)
+    logits_fn = lambda v: clf.apply(cv, v)  # noqa: E731
+    a = attack(logits_fn, jax.random.key(5), x, y)
+    b = jax.jit(attack, static_argnums=0)(logits_fn, jax.random.key(5), x, y)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert float(jnp.max(jnp.abs(a - x))) <= 0.3 + 1e-6
+
+
+def test_mode_seeking_diversity_matches_numpy():
+    rng = np.random.default_rng(0)
+    d1, d2 = rng.normal(size=(2, 3, 4, 4, 1)).astype(np.float32)
+    z1, z2 = rng.normal(size=(2, 3, 8)).astype(np.float32)
+    ref = (np.abs(d1 - d2).reshape(3, -1).mean(-1) / (np.abs(z1 - z2).mean(-1) + 1e-5))
+    np.testing.assert_allclose(mode_seeking_diversity(d1, d2, z1, z2), ref, rtol=1e-5)
+    np.testing.assert_allclose(mode_seeking_diversity(d1, d1, z1, z2), 0.0, atol=1e-7)
+    with pytest.raises(ValueError):
+        mode_seeking_diversity(d1, d2[:2], z1, z2)
+
+
+def _train(lambda_div, steps, x, y):
+    clf, gen = _TinyClf(), L2LGeneratorTiny()
+    state = create_l2lda_state(clf, gen, jax.random.key(0), (16, 28, 28, 1),
+                               clf_tx=optax.adam(1e-3), gen_tx=optax.adam(1e-3))
+    step = jax.jit(make_l2lda_step(eps=0.3, lambda_div=lambda_div, num_steps=3,
+                                   latent_dim=gen.latent_dim))
+    metrics = []
+    for i in range(steps):
+        sl = slice((16 * i) % 256, (16 * i) % 256 + 16)
+        state, m = step(state, {"image": x[sl], "label": y[sl]}, jax.random.key(100 + i))
+        metrics.append(jax.device_get(m))
+    return state, gen, metrics
+
+
+@pytest.mark.slow
+def test_training_diversity_and_attack_strength():
+    x, y = _mnist(256)
+    xt, yt = _mnist(64, "test")
+    results = {}
+    for lam in (0.0, 1.0):
+        state, gen, metrics = _train(lam, 30, x, y)
+        assert all(np.isfinite(m["clf_loss"]) for m in metrics)
+        gvars = {"params": state.gen_params, "batch_stats": state.gen_batch_stats}
+        cvars = {"params": state.clf_params, "batch_stats": state.clf_batch_stats}
+        logits_fn = lambda v, cv=cvars: _TinyClf().apply(cv, v)  # noqa: E731
+        gfn = l2lda_generator_fn(gen.apply, gvars)
+        z1 = jax.random.normal(jax.random.key(1), (64, gen.latent_dim))
+        z2 = jax.random.normal(jax.random.key(2), (64, gen.latent_dim))
+        d1 = l2l_perturbation(gfn, logits_fn, xt, yt, z1, eps=0.3, num_steps=3)
+        d2 = l2l_perturbation(gfn, logits_fn, xt, yt, z2, eps=0.3, num_steps=3)
+        results[lam] = float(jnp.mean(mode_seeking_diversity(d1, d2, z1, z2)))
+        assert float(jnp.mean(jnp.abs(d1 - d2))) > 0  # different codes, different attacks
+    assert results[1.0] > results[0.0], results
