@@ -1,0 +1,53 @@
+"""Robustness evaluation: per-attack and per-example Min accuracy, curves, masking checks, plots."""
+
+from robustjax.evaluation._curves import Curve
+from robustjax.evaluation._curves import accuracy_at_distortion
+from robustjax.evaluation._curves import accuracy_vs_distortion
+from robustjax.evaluation._curves import accuracy_vs_eps
+from robustjax.evaluation._masking import MaskingFlag
+from robustjax.evaluation._masking import check_blackbox_vs_whitebox
+from robustjax.evaluation._masking import check_iterative_vs_single_step
+from robustjax.evaluation._masking import check_loss_increasing
+from robustjax.evaluation._masking import check_robust_below_clean
+from robustjax.evaluation._masking import check_unbounded_attack
+from robustjax.evaluation._masking import format_masking_summary
+from robustjax.evaluation._masking import gradient_masking_checks
+from robustjax.evaluation._masking import unbounded_attack_accuracy
+from robustjax.evaluation._plots import plot_accuracy_vs_distortion
+from robustjax.evaluation._plots import plot_accuracy_vs_eps
+from robustjax.evaluation._plots import plot_examples
+from robustjax.evaluation._report import RobustnessReport
+from robustjax.evaluation._report import attack_key
+from robustjax.evaluation._report import bind_attack
+from robustjax.evaluation._report import correct
+from robustjax.evaluation._report import distortion
+from robustjax.evaluation._report import format_table
+from robustjax.evaluation._report import robust_accuracy
+from robustjax.evaluation._report import robustness_report
+
+__all__ = [
+    "Curve",
+    "MaskingFlag",
+    "RobustnessReport",
+    "accuracy_at_distortion",
+    "accuracy_vs_distortion",
+    "accuracy_vs_eps",
+    "attack_key",
+    "bind_attack",
+    "check_blackbox_vs_whitebox",
+    "check_iterative_vs_single_step",
+    "check_loss_increasing",
+    "check_robust_below_clean",
+    "check_unbounded_attack",
+    "correct",
+    "distortion",
+    "format_masking_summary",
+    "format_table",
+    "gradient_masking_checks",
+    "plot_accuracy_vs_distortion",
+    "plot_accuracy_vs_eps",
+    "plot_examples",
+    "robust_accuracy",
+    "robustness_report",
+    "unbounded_attack_accuracy",
+]
