@@ -1,0 +1,392 @@
+r"""Local linearity of a loss surface: the gap :math:`g(\delta; x)`, its maximum
+:math:`\gamma(\epsilon, x)` and the LLR penalty.
+
+Everything here takes the loss as a function of the inputs only, ``loss_fn(x [N, ...]) -> [N]``
+(for a classifier, ``lambda x: cross_entropy(logits_fn(x), y)``), and works per example.
+
+**Per-example gradients.** :math:`\nabla_x \ell(x)` is obtained from one reverse-mode pass of
+:math:`\sum_i \ell_i(x)` (or one forward-mode pass along :math:`\delta`), which equals the stack of
+the per-example gradients *only if example ``i``'s loss depends on ``x_i`` alone*. That holds for
+any model evaluated example-wise (eval-mode batch norm, layer norm, no batch norm) but **not** for
+batch norm in training mode, whose batch statistics couple all examples of the batch. Evaluate
+train-mode batch-norm models with batch statistics held fixed (the LLR training objective uses the
+statistics of the nominal batch, per appendix F.2 of the paper; see
+``robustjax.training._llr.llr_objective``).
+
+References:
+  Qin et al., *Adversarial Robustness through Local Linearization*, NeurIPS 2019,
+  Eqns (5)-(8), Algorithm 1 (appendix E).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from robustjax._src import validation as V
+from robustjax._src.types import Array, ArrayLike, PRNGKey
+from robustjax.projections._lp import NORMS
+from robustjax.projections._lp import per_example_norm
+from robustjax.projections._lp import project
+from robustjax.projections._lp import random_in_ball
+
+__all__ = [
+    "STEP_RULES",
+    "LocalLinearity",
+    "linearity_gap",
+    "linearity_terms",
+    "local_linearity",
+    "llr_penalty",
+    "maximize_linearity_gap",
+]
+
+#: Step rules of the inner maximisation: ``"adam"`` (the paper's), ``"sign"`` (FGSM-style) and
+#: ``"normalized"`` (gradient divided by its per-example ℓ2 norm; the natural choice for ℓ2 balls).
+STEP_RULES = ("adam", "sign", "normalized")
+
+LossOfInputs = Callable[[Array], Array]
+_TINY = 1e-12
+
+
+class LocalLinearity(NamedTuple):
+    """Result of :func:`local_linearity`.
+
+    Attributes:
+      gamma: ``[N]``, :math:`\\gamma(\\epsilon, x) = g(\\delta_{LLR}; x)`.
+      delta: ``[N, ...]``, the maximiser :math:`\\delta_{LLR}` found (gradient-stopped).
+    """
+
+    gamma: Array
+    delta: Array
+
+
+def _bcast(v: Array, like: Array) -> Array:
+    return jnp.reshape(v, v.shape + (1,) * (like.ndim - v.ndim))
+
+
+def _dot(a: Array, b: Array) -> Array:
+    """Per-example inner product of two ``[N, ...]`` arrays."""
+    return jnp.sum(jnp.reshape(a * b, (a.shape[0], -1)), axis=-1)
+
+
+def _check_loss_out(value: Array, x: Array) -> None:
+    if value.shape != (x.shape[0],):
+        raise ValueError(
+            f"`loss_fn` must map x {tuple(x.shape)} to per-example losses of shape "
+            f"({x.shape[0]},), got {tuple(value.shape)}."
+        )
+
+
+def _check_eps(eps, x: Array) -> None:
+    if isinstance(eps, (jax.Array, jax.core.Tracer)) or hasattr(eps, "shape"):
+        if jnp.ndim(eps) not in (0, 1) or (jnp.ndim(eps) == 1 and jnp.shape(eps)[0] != x.shape[0]):
+            raise ValueError(
+                f"`eps` must be a scalar or have shape ({x.shape[0]},), got {jnp.shape(eps)}."
+            )
+    else:
+        V.check_nonnegative(eps, "eps")
+
+
+def linearity_terms(loss_fn: LossOfInputs, x: ArrayLike, delta: ArrayLike):
+    r"""The pieces of :math:`g(\delta; x)`: ``(loss_x, directional, loss_x_delta)``.
+
+    .. math:: \ell(x),\quad \delta^\top \nabla_x \ell(x),\quad \ell(x + \delta)
+
+    The directional derivative comes from one forward-mode pass (``jax.jvp``), which is exact per
+    example when examples do not interact (see the module note on batch norm). All three are
+    differentiable with respect to whatever ``loss_fn`` closes over (e.g. model parameters).
+
+    Args:
+      loss_fn: ``x [N, ...] -> [N]`` per-example loss.
+      x: ``[N, ...]`` nominal inputs.
+      delta: ``[N, ...]`` perturbations.
+
+    Returns:
+      Three ``[N]`` arrays. Cost: one JVP (about 2-3 forward passes) plus one forward pass.
+    """
+    x = jnp.asarray(x)
+    delta = jnp.asarray(delta, x.dtype)
+    if delta.shape != x.shape:
+        raise ValueError(
+            f"`delta` must have the shape of `x` {tuple(x.shape)}, got {tuple(delta.shape)}."
+        )
+    loss_x, directional = jax.jvp(loss_fn, (x,), (delta,))
+    _check_loss_out(loss_x, x)
+    loss_xd = loss_fn(x + delta)
+    return loss_x, directional, loss_xd
+
+
+def linearity_gap(loss_fn: LossOfInputs, x: ArrayLike, delta: ArrayLike) -> Array:
+    r"""Gap between the loss and its first-order Taylor model, per example (Eqn 5).
+
+    .. math:: g(\delta; x) = \left|\ell(x + \delta) - \ell(x) - \delta^\top \nabla_x \ell(x)\right|
+
+    Args:
+      loss_fn: ``x [N, ...] -> [N]`` per-example loss, e.g.
+        ``lambda x: cross_entropy(logits_fn(x), y)``. Examples must not interact (module note).
+      x: ``[N, ...]`` nominal inputs.
+      delta: ``[N, ...]`` perturbations (not projected or clipped here).
+
+    Returns:
+      ``[N]``, non-negative; zero at ``delta = 0``. Differentiable with respect to anything
+      ``loss_fn`` closes over. Cost: one JVP and one forward pass.
+
+    References:
+      Qin et al. 2019, Eqn (5).
+    """
+    loss_x, directional, loss_xd = linearity_terms(loss_fn, x, delta)
+    return jnp.abs(loss_xd - loss_x - directional)
+
+
+def _loss_and_input_grad(loss_fn: LossOfInputs, x: Array):
+    loss_x, vjp = jax.vjp(loss_fn, x)
+    _check_loss_out(loss_x, x)
+    (grad_x,) = vjp(jnp.ones_like(loss_x))
+    return loss_x, grad_x
+
+
+def random_delta(key: PRNGKey, x: Array, *, eps, norm: str) -> Array:
+    """Uniform random point of the ε-ball per example (Algorithm 1 line 5).
+
+    ``key`` is one PRNG key, or one key per example (shape ``[N]``), which makes each example's
+    start independent of how the batch is split across devices.
+    """
+    if jnp.ndim(key) == 1 and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape[0] != x.shape[0]:
+            raise ValueError(f"`key` must be one key or {x.shape[0]} keys, got {key.shape[0]}.")
+        unit = jax.vmap(
+            lambda k: random_in_ball(k, (1,) + x.shape[1:], eps=1.0, norm=norm, dtype=x.dtype)[0]
+        )(key)
+        e = jnp.asarray(eps, x.dtype)
+        return unit * (_bcast(e, unit) if e.ndim else e)
+    V.check_key(key)
+    return random_in_ball(key, x.shape, eps=eps, norm=norm, dtype=x.dtype)
+
+
+def _step_direction(step_rule: str, grad: Array, opt_state):
+    if step_rule == "adam":
+        return optax.scale_by_adam().update(grad, opt_state)
+    if step_rule == "sign":
+        return jnp.sign(grad), opt_state
+    n = per_example_norm(grad, norm="l2")
+    return grad / _bcast(jnp.maximum(n, _TINY), grad), opt_state
+
+
+def maximize_linearity_gap(
+    loss_fn: LossOfInputs,
+    key: PRNGKey,
+    x: ArrayLike,
+    *,
+    eps: float | ArrayLike,
+    num_steps: int,
+    step_size: float,
+    norm: str = "linf",
+    step_rule: str = "adam",
+    box: tuple[float, float] | None = None,
+    keep_best: bool = True,
+    loss_x: ArrayLike | None = None,
+    grad_x: ArrayLike | None = None,
+) -> tuple[Array, Array | None]:
+    r"""The inner loop of Algorithm 1: projected ascent on :math:`g(\delta; x)`.
+
+    Starts uniformly in the ball, then ``num_steps`` times
+    :math:`\delta \leftarrow \Pi(\delta + s \cdot \mathrm{Rule}(\nabla_\delta g))`, where
+    :math:`\nabla_\delta g = \mathrm{sign}(r)\,(\nabla\ell(x+\delta) - \nabla\ell(x))` and
+    :math:`r = \ell(x+\delta) - \ell(x) - \delta^\top\nabla\ell(x)`. :math:`\ell(x)` and
+    :math:`\nabla\ell(x)` are computed once and reused by every step.
+
+    Algorithm 1 writes the step as ``δ ← Proj(δ − s·Optimizer(g))``; since γ is a maximum we
+    *ascend* (``Optimizer`` applied to ``−∇g``). The algorithm averages ``∇g`` over the batch;
+    we differentiate the sum, which gives each example its own gradient (Adam is element-wise,
+    so this changes nothing but the relative size of Adam's ``1e-8`` denominator guard).
+
+    Args:
+      loss_fn: ``x [N, ...] -> [N]``; examples must not interact.
+      key: PRNG key for the uniform start, or one key per example (``[N]``).
+      x: ``[N, ...]`` nominal inputs.
+      eps: ball radius, a number or a (traced) scalar / ``[N]`` array.
+      num_steps: ``M >= 1`` ascent steps.
+      step_size: ``s > 0``.
+      norm: ``"linf"`` or ``"l2"``.
+      step_rule: one of :data:`STEP_RULES`.
+      box: if given, ``x + δ`` is also kept inside it (e.g. ``(0, 1)`` for images).
+      keep_best: if ``True`` return the iterate with the largest gap among ``δ_0 … δ_M``
+        (one extra forward pass at ``δ_M``) and that gap; else return ``δ_M`` and ``None``.
+      loss_x, grad_x: optionally precomputed ``ℓ(x) [N]`` and ``∇ℓ(x) [N, ...]``.
+
+    Returns:
+      ``(delta [N, ...], gap [N] or None)``, both gradient-stopped.
+      Cost: ``O((M + 1)·(fwd + bwd))`` (+ one fwd when ``keep_best``).
+    """
+    V.check_positive_int(num_steps, "num_steps")
+    V.check_positive(step_size, "step_size")
+    V.check_choice(norm, "norm", NORMS)
+    V.check_choice(step_rule, "step_rule", STEP_RULES)
+    x = jax.lax.stop_gradient(jnp.asarray(x))
+    _check_eps(eps, x)
+    if loss_x is None or grad_x is None:
+        loss_x, grad_x = _loss_and_input_grad(loss_fn, x)
+    loss_x = jax.lax.stop_gradient(jnp.asarray(loss_x))
+    grad_x = jax.lax.stop_gradient(jnp.asarray(grad_x))
+
+    def proj(x_new):
+        return project(x_new, x, eps=eps, norm=norm, box=box)
+
+    def gap_and_grad(delta):
+        loss_xd, vjp = jax.vjp(loss_fn, x + delta)
+        r = loss_xd - loss_x - _dot(delta, grad_x)
+        sgn = jnp.where(r >= 0, 1.0, -1.0).astype(loss_xd.dtype)
+        (g_pert,) = vjp(sgn)
+        return jnp.abs(r), g_pert - _bcast(sgn, grad_x) * grad_x
+
+    def gap_only(delta):
+        return jnp.abs(loss_fn(x + delta) - loss_x - _dot(delta, grad_x))
+
+    delta0 = proj(x + random_delta(key, x, eps=eps, norm=norm)) - x
+    opt_state0 = optax.scale_by_adam().init(delta0) if step_rule == "adam" else ()
+    neg = jnp.full((x.shape[0],), -jnp.inf, x.dtype)
+
+    def body(_, carry):
+        delta, opt_state, best_g, best_d = carry
+        gap, grad = gap_and_grad(delta)
+        if keep_best:
+            better = gap > best_g
+            best_d = jnp.where(_bcast(better, delta), delta, best_d)
+            best_g = jnp.where(better, gap, best_g)
+        direction, opt_state = _step_direction(step_rule, grad, opt_state)
+        delta = proj(x + delta + step_size * direction) - x
+        return delta, opt_state, best_g, best_d
+
+    delta, _, best_g, best_d = jax.lax.fori_loop(
+        0, num_steps, body, (delta0, opt_state0, neg, delta0)
+    )
+    if not keep_best:
+        return jax.lax.stop_gradient(delta), None
+    gap = gap_only(delta)
+    better = gap > best_g
+    best_d = jnp.where(_bcast(better, delta), delta, best_d)
+    best_g = jnp.where(better, gap, best_g)
+    return jax.lax.stop_gradient(best_d), jax.lax.stop_gradient(best_g)
+
+
+def _search_with_restarts(loss_fn, key, x, *, num_restarts, **kw) -> Array:
+    """Best ``δ`` per example over ``num_restarts`` runs of :func:`maximize_linearity_gap`."""
+    V.check_positive_int(num_restarts, "num_restarts")
+    x = jnp.asarray(x)
+    if num_restarts == 1:
+        return maximize_linearity_gap(loss_fn, key, x, keep_best=True, **kw)[0]
+    loss_x, grad_x = _loss_and_input_grad(loss_fn, jax.lax.stop_gradient(x))
+    per_example = jnp.ndim(key) == 1 and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    if per_example:
+        keys = jax.vmap(lambda r: jax.vmap(lambda k: jax.random.fold_in(k, r))(key))(
+            jnp.arange(num_restarts))
+    else:
+        V.check_key(key)
+        keys = jax.random.split(key, num_restarts)
+
+    def one(k):
+        return maximize_linearity_gap(loss_fn, k, x, keep_best=True, loss_x=loss_x,
+                                      grad_x=grad_x, **kw)
+
+    deltas, gaps = jax.vmap(one)(keys)  # [R, N, ...], [R, N]
+    best = jnp.argmax(gaps, axis=0)
+    return jax.lax.stop_gradient(jnp.take_along_axis(
+        deltas, jnp.reshape(best, (1,) + best.shape + (1,) * (x.ndim - 1)), axis=0)[0])
+
+
+def local_linearity(
+    loss_fn: LossOfInputs,
+    key: PRNGKey,
+    x: ArrayLike,
+    *,
+    eps: float | ArrayLike,
+    num_steps: int,
+    step_size: float,
+    norm: str = "linf",
+    step_rule: str = "adam",
+    box: tuple[float, float] | None = None,
+    num_restarts: int = 1,
+) -> LocalLinearity:
+    r"""Local linearity measure :math:`\gamma(\epsilon, x)` and its maximiser (Eqn 6).
+
+    .. math:: \gamma(\epsilon, x) = \max_{\delta \in B(\epsilon)} g(\delta; x),\qquad
+              \delta_{LLR} = \arg\max_{\delta \in B(\epsilon)} g(\delta; x)
+
+    The maximum is estimated by the paper's inner loop (uniform start, ``num_steps`` Adam-driven
+    projected ascent steps of size ``step_size``; see :func:`maximize_linearity_gap`). Choice:
+    we keep the best iterate per example (the estimate is then never below the gap at the
+    random start). The returned ``gamma`` is recomputed at the gradient-stopped ``delta``, so it
+    is differentiable with respect to what ``loss_fn`` closes over (the maximiser is treated as
+    a constant — Danskin's theorem).
+
+    Args:
+      loss_fn: ``x [N, ...] -> [N]`` per-example loss; examples must not interact (no train-mode
+        batch norm).
+      key: PRNG key (uniform start).
+      x: ``[N, ...]`` nominal inputs.
+      eps: radius of :math:`B(\epsilon)`; number, or traced scalar / ``[N]``.
+      num_steps: ``M``. step_size: ``s``.
+      norm: ``"linf"`` (the paper's) or ``"l2"`` (use ``step_rule="normalized"`` there: Adam's
+        per-coordinate normalisation is a poor ascent direction on an ℓ2 sphere).
+      step_rule: ``"adam"`` (paper), ``"sign"`` or ``"normalized"``.
+      box: optional box for ``x + δ`` (``(0, 1)`` for images); ``None`` is the paper's
+        :math:`B(\epsilon)` alone.
+      num_restarts: independent uniform starts (vmapped); the best per example is kept. The
+        gap is not concave in δ (its sign picks one of two basins at the start), so one start
+        can stop at a local maximum; a few restarts make the estimate reliable for evaluation.
+
+    Returns:
+      :class:`LocalLinearity` ``(gamma [N], delta [N, ...])``.
+      Cost: ``O(R·(M + 1)·(fwd + bwd))`` plus one JVP, ``R = num_restarts``.
+
+    References:
+      Qin et al. 2019, Eqns (5)-(6), Algorithm 1 lines 5-9.
+    """
+    delta = _search_with_restarts(
+        loss_fn, key, x, num_restarts=num_restarts, eps=eps, num_steps=num_steps,
+        step_size=step_size, norm=norm, step_rule=step_rule, box=box,
+    )
+    gamma = linearity_gap(loss_fn, x, delta)
+    return LocalLinearity(gamma=gamma, delta=delta)
+
+
+def llr_penalty(
+    loss_fn: LossOfInputs,
+    key: PRNGKey,
+    x: ArrayLike,
+    *,
+    eps: float | ArrayLike,
+    lambda_: float,
+    mu: float,
+    num_steps: int,
+    step_size: float,
+    norm: str = "linf",
+    step_rule: str = "adam",
+    box: tuple[float, float] | None = None,
+    num_restarts: int = 1,
+) -> Array:
+    r"""The LLR regulariser of Eqn (8), per example.
+
+    .. math:: \lambda\,\gamma(\epsilon, x) + \mu\,\left|\delta_{LLR}^\top \nabla_x \ell(x)\right|
+
+    Differentiable with respect to what ``loss_fn`` closes over, with :math:`\delta_{LLR}` held
+    constant. Arguments as in :func:`local_linearity`; ``lambda_, mu >= 0``.
+
+    Returns:
+      ``[N]``. Cost: that of :func:`local_linearity`.
+
+    References:
+      Qin et al. 2019, Eqn (8) and Algorithm 1 line 10.
+    """
+    V.check_nonnegative(lambda_, "lambda_")
+    V.check_nonnegative(mu, "mu")
+    delta = _search_with_restarts(
+        loss_fn, key, x, num_restarts=num_restarts, eps=eps, num_steps=num_steps,
+        step_size=step_size, norm=norm, step_rule=step_rule, box=box,
+    )
+    loss_x, directional, loss_xd = linearity_terms(loss_fn, x, delta)
+    gamma = jnp.abs(loss_xd - loss_x - directional)
+    return lambda_ * gamma + mu * jnp.abs(directional)

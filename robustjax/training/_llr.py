@@ -1,0 +1,535 @@
+r"""Training objectives of the LLR paper: LLR (Algorithm 1 / Eqn 8), TRADES and ADV-k (PGD-k).
+
+Each factory returns an *objective*
+``objective(params, state, batch, key) -> (loss, (new_batch_stats, metrics))`` (the contract
+of ``robustjax.training``): ``state.apply_fn`` is ``model.apply`` of a Flax Linen classifier taking ``train=...``, ``state.batch_stats`` its running batch-norm
+statistics (empty for models without batch norm), ``state.step`` the update count (used by ε
+schedules) and ``batch = {"image": x [N, H, W, C], "label": y [N]}`` (optionally ``"index"``
+``[N]``, the global position of each example, which then seeds per-example random starts).
+
+**Batch norm in LLR (appendix F.2).** The paper evaluates every term at the *local batch
+statistics of the nominal point*: ``ℓ(x; μ, σ) + μ|δᵀ∇ℓ(x; μ, σ)| + λ g(δ; x, μ, σ)``. We
+implement this by running the nominal batch once in train mode while a Flax method interceptor
+records, for every ``nn.BatchNorm`` layer, the batch mean and variance of its input (computed by
+Flax's own ``_compute_stats``, hence identical to what the layer uses). Those statistics are then
+placed where the running averages normally sit, and every LLR forward pass — at ``x`` and at
+``x + δ``, inner loop and outer loss — is ``apply_fn({"params", "batch_stats": nominal},
+·, train=False)``. Hence (i) at ``δ = 0`` the fixed-statistics network equals the train-mode
+network on the nominal batch, (ii) the perturbed examples never influence the statistics
+(concatenating nominal and perturbed batches would — that is wrong), (iii) examples do not
+interact, so one backward pass of the summed loss gives exact per-example input gradients, and
+(iv) gradients with respect to the parameters still flow through the statistics, as in ordinary
+batch-norm training. The running averages are updated from the nominal pass only. Limitations:
+dropout is off in the LLR passes (``train=False``); a BatchNorm module called more than once per
+forward pass, or inside lifted transforms (``nn.scan``), is not supported (a ``ValueError`` says
+so when the recorded statistics do not match ``state.batch_stats``).
+
+References:
+  Qin et al., *Adversarial Robustness through Local Linearization*, NeurIPS 2019 (Eqn 8,
+  Algorithm 1, appendix F.2); Zhang et al., *TRADES*, ICML 2019; Madry et al., ICLR 2018.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from robustjax import losses as _losses
+from robustjax._src import validation as V
+from robustjax._src.types import Array, PRNGKey, PyTree
+from robustjax.linearity._measures import STEP_RULES
+from robustjax.linearity._measures import _loss_and_input_grad
+from robustjax.linearity._measures import _step_direction
+from robustjax.linearity._measures import maximize_linearity_gap
+from robustjax.linearity._measures import random_delta
+from robustjax.projections._lp import NORMS
+from robustjax.projections._lp import project
+
+__all__ = [
+    "eps_ramp",
+    "l2_penalty",
+    "nominal_batch_stats",
+    "llr_objective",
+    "trades_objective",
+    "adv_k_objective",
+]
+
+Objective = Callable[[PyTree, Any, dict, PRNGKey], tuple[Array, tuple[PyTree, dict]]]
+Schedule = Callable[[Array], Array]
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def eps_ramp(*, eps: float, ramp_steps: int, start: float = 0.0) -> Schedule:
+    r"""Linear ε ramp-up: ``start`` at step 0 to ``eps`` at ``ramp_steps``, constant after.
+
+    .. math:: \epsilon_t = \epsilon_0 + (\epsilon - \epsilon_0)\min(t / T, 1)
+
+    The paper ramps from 0 over the first 15 (CIFAR-10) / 20 or 90 (ImageNet) epochs; pass
+    ``ramp_steps = epochs * steps_per_epoch``. ``ramp_steps = 0`` gives the constant ``eps``.
+
+    Returns:
+      ``schedule(step) -> eps`` (jittable, ``float32`` scalar).
+    """
+    V.check_nonnegative(eps, "eps")
+    V.check_nonnegative(start, "start")
+    V.check_nonnegative_int(ramp_steps, "ramp_steps")
+
+    def schedule(step):
+        if ramp_steps == 0:
+            return jnp.asarray(eps, jnp.float32)
+        frac = jnp.clip(jnp.asarray(step, jnp.float32) / ramp_steps, 0.0, 1.0)
+        return jnp.asarray(start + (eps - start) * frac, jnp.float32)
+
+    return schedule
+
+
+def _eps_at(eps: float | Schedule, step) -> Array | float:
+    return eps(step) if callable(eps) else eps
+
+
+def _check_eps_arg(eps) -> None:
+    if not callable(eps):
+        V.check_nonnegative(eps, "eps")
+
+
+def l2_penalty(params: PyTree, *, weight_decay: float) -> Array:
+    r"""ℓ2 regularisation :math:`\frac{w}{2}\sum \|W\|_F^2` over kernels (leaves of rank ≥ 2).
+
+    Choice: biases and batch-norm scales/offsets (rank-1 leaves) are not decayed.
+    """
+    V.check_nonnegative(weight_decay, "weight_decay")
+    leaves = [p for p in jax.tree.leaves(params) if jnp.ndim(p) >= 2]
+    if weight_decay == 0.0 or not leaves:
+        return jnp.zeros((), jnp.float32)
+    return 0.5 * weight_decay * sum(jnp.sum(jnp.square(p)) for p in leaves)
+
+
+def _start_keys(key: PRNGKey, batch: dict) -> PRNGKey:
+    """One key, or one key per example when the batch carries global ``"index"`` positions."""
+    index = batch.get("index")
+    if index is None:
+        return key
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(index))
+
+
+def _check_batch(batch: Any) -> tuple[Array, Array]:
+    if not isinstance(batch, dict) or "image" not in batch or "label" not in batch:
+        raise ValueError("`batch` must be a dict with 'image' and 'label'.")
+    x, y = batch["image"], batch["label"]
+    V.check_images(x, "batch['image']")
+    V.check_labels(y, "batch['label']", batch_size=jnp.shape(x)[0])
+    return x, y
+
+
+def _variables(params: PyTree, batch_stats: PyTree) -> dict:
+    variables = {"params": params}
+    if batch_stats:
+        variables["batch_stats"] = batch_stats
+    return variables
+
+
+def _set_path(tree: dict, path: tuple[str, ...], value: dict) -> None:
+    node = tree
+    for name in path[:-1]:
+        node = node.setdefault(name, {})
+    node[path[-1]] = value
+
+
+def nominal_batch_stats(
+    apply_fn: Callable, params: PyTree, batch_stats: PyTree, x: Array, *, rngs: dict | None = None
+) -> tuple[Array, PyTree, PyTree]:
+    """Train-mode forward pass that also returns each BatchNorm layer's batch statistics.
+
+    Args:
+      apply_fn: ``model.apply`` of a Linen classifier taking ``train=``.
+      params: the parameters (may be traced; gradients flow through the statistics).
+      batch_stats: the running statistics (``state.batch_stats``; non-empty).
+      x: ``[N, H, W, C]`` nominal batch.
+      rngs: optional rngs for ``apply_fn`` (e.g. dropout).
+
+    Returns:
+      ``(logits [N, K], new_running_stats, nominal_stats)`` where ``nominal_stats`` has the
+      structure of ``batch_stats`` and holds the batch mean/variance (``"mean"``, ``"var"``) of
+      every BatchNorm layer's input for this batch. Feeding it as ``batch_stats`` with
+      ``train=False`` reproduces the train-mode forward on ``x`` exactly.
+
+    Raises:
+      ValueError: if the recorded statistics do not cover ``batch_stats`` (unsupported layer
+        arrangement, see the module docstring).
+    """
+    import flax.linen as nn  # training layer only
+    from flax.linen import normalization as _norm
+
+    recorded: dict = {}
+
+    def interceptor(next_fun, args, kwargs, context):
+        module = context.module
+        if isinstance(module, nn.BatchNorm) and context.method_name == "__call__":
+            ura = args[1] if len(args) > 1 else kwargs.get("use_running_average")
+            ura = nn.merge_param("use_running_average", module.use_running_average, ura)
+            if not ura and not module.is_initializing():
+                h = args[0]
+                feature_axes = _norm._canonicalize_axes(h.ndim, module.axis)
+                reduction_axes = tuple(i for i in range(h.ndim) if i not in feature_axes)
+                mean, var = _norm._compute_stats(
+                    h,
+                    reduction_axes,
+                    dtype=module.dtype,
+                    axis_name=module.axis_name,
+                    axis_index_groups=module.axis_index_groups,
+                    use_fast_variance=module.use_fast_variance,
+                    mask=kwargs.get("mask"),
+                    force_float32_reductions=module.force_float32_reductions,
+                )
+                path = tuple(module.path)
+                if path in recorded:
+                    raise ValueError(
+                        f"BatchNorm layer {path} is called more than once per forward pass; "
+                        "nominal-point statistics are not supported for it."
+                    )
+                recorded[path] = {"mean": mean, "var": var}
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(interceptor):
+        logits, updates = apply_fn(
+            _variables(params, batch_stats), x, train=True, rngs=rngs, mutable=["batch_stats"]
+        )
+    nominal: dict = {}
+    for path, value in recorded.items():
+        _set_path(nominal, path, value)
+    if not _same_paths(nominal, batch_stats):
+        raise ValueError(
+            "Could not record the nominal batch statistics of every BatchNorm layer "
+            f"(recorded {sorted(recorded)}); see robustjax.training._llr for the supported "
+            "layer arrangements."
+        )
+    return logits, updates["batch_stats"], nominal
+
+
+def _pgd(
+    loss_fn: Callable[[Array], Array],
+    x: Array,
+    x_init: Array,
+    *,
+    eps,
+    num_steps: int,
+    step_size: float,
+    norm: str,
+    step_rule: str,
+    box,
+) -> Array:
+    """Projected ascent on a per-example ``loss_fn(x) -> [N]`` from ``x_init``, in the ε-ball
+    around ``x`` (and ``box``); returns the gradient-stopped ``x_adv``."""
+    x = jax.lax.stop_gradient(x)
+    x0 = project(jax.lax.stop_gradient(x_init), x, eps=eps, norm=norm, box=box)
+    opt0 = optax.scale_by_adam().init(x0) if step_rule == "adam" else ()
+
+    def body(_, carry):
+        xa, opt = carry
+        value, vjp = jax.vjp(loss_fn, xa)
+        (grad,) = vjp(jnp.ones_like(value))
+        direction, opt = _step_direction(step_rule, grad, opt)
+        return project(xa + step_size * direction, x, eps=eps, norm=norm, box=box), opt
+
+    xa, _ = jax.lax.fori_loop(0, num_steps, body, (x0, opt0))
+    return jax.lax.stop_gradient(xa)
+
+
+def _same_paths(a: PyTree, b: PyTree) -> bool:
+    def paths(t):
+        return sorted(
+            tuple(str(getattr(k, "key", k)) for k in path)
+            for path, _ in jax.tree_util.tree_leaves_with_path(t)
+        )
+
+    return paths(a) == paths(b)
+
+
+def _accuracy(logits: Array, y: Array) -> Array:
+    return jnp.mean((jnp.argmax(logits, axis=-1) == y).astype(jnp.float32))
+
+
+# ----------------------------------------------------------------------------------------------
+# LLR
+
+
+def llr_objective(
+    *,
+    eps: float | Schedule,
+    lambda_: float,
+    mu: float,
+    num_steps: int,
+    step_size: float,
+    nominal_weight: float = 1.0,
+    weight_decay: float = 0.0,
+    norm: str = "linf",
+    step_rule: str = "adam",
+    box: tuple[float, float] | None = (0.0, 1.0),
+) -> Objective:
+    r"""Local Linearity Regularisation training objective (Eqn 8, Algorithm 1, appendix F.2).
+
+    .. math:: L(\theta) = \frac1N\sum_i \Big[w\,\ell(x_i) + \lambda\, g(\delta_i; x_i)
+              + \mu\,|\delta_i^\top \nabla_x \ell(x_i)|\Big] + \frac{w_d}{2}\sum\|W\|^2,
+              \quad \delta_i = \delta_{LLR}(x_i)
+
+    with :math:`\ell` the softmax cross-entropy, all terms at the nominal batch statistics (module
+    docstring). :math:`\delta_{LLR}` comes from the inner loop of Algorithm 1 (uniform start,
+    ``num_steps`` Adam-driven projected ascent steps of size ``step_size`` on :math:`g`), run
+    with gradient-stopped parameters; as in Algorithm 1 the last iterate is used. The outer
+    terms are differentiated with :math:`\delta` constant; :math:`\ell(x)` and
+    :math:`\delta^\top\nabla_x\ell(x)` come from one forward-mode JVP (so the parameter
+    gradient is reverse-over-forward, cheaper than double backprop).
+
+    Paper settings: CIFAR-10 ``eps=8/255, lambda_=4, mu=3, nominal_weight=2, weight_decay=2e-4,
+    num_steps=10, step_size=0.1``, ε ramped over 15 epochs (:func:`eps_ramp`).
+
+    Args:
+      eps: radius, or a schedule ``step -> eps`` evaluated at ``state.step``.
+      lambda_: weight λ of γ. mu: weight μ of the linear term.
+      num_steps: inner steps M. step_size: inner step size s.
+      nominal_weight: weight w of the nominal loss (2 or 3 in the paper).
+      weight_decay: ℓ2 coefficient (:func:`l2_penalty`).
+      norm: ``"linf"`` or ``"l2"``. step_rule: ``"adam"`` (paper), ``"sign"``, ``"normalized"``.
+      box: ``x + δ`` is kept in this box (images live in ``[0, 1]``); ``None`` for the bare ball.
+
+    Returns:
+      An objective; metrics ``loss, nominal_loss, accuracy, gamma, linear_term, eps, l2``
+      (batch means).
+
+    Cost: ``O((M + 1)·(fwd + bwd))`` for the inner loop (the nominal gradient is computed once
+    and reused) plus about ``3·(fwd + bwd)`` for the outer gradient (reverse-over-forward JVP at
+    ``x`` and fwd+bwd at ``x + δ``), plus one train-mode forward with batch norm.
+    """
+    _check_eps_arg(eps)
+    V.check_nonnegative(lambda_, "lambda_")
+    V.check_nonnegative(mu, "mu")
+    V.check_positive_int(num_steps, "num_steps")
+    V.check_positive(step_size, "step_size")
+    V.check_nonnegative(nominal_weight, "nominal_weight")
+    V.check_nonnegative(weight_decay, "weight_decay")
+    V.check_choice(norm, "norm", NORMS)
+    V.check_choice(step_rule, "step_rule", STEP_RULES)
+
+    def objective(params, state, batch, key):
+        x, y = _check_batch(batch)
+        eps_t = _eps_at(eps, state.step)
+        if state.batch_stats:
+            _, new_stats, stats = nominal_batch_stats(
+                state.apply_fn, params, state.batch_stats, x, rngs={"dropout": key}
+            )
+        else:
+            new_stats, stats = state.batch_stats, state.batch_stats
+
+        def logits_at(p, s, z):
+            return state.apply_fn(_variables(p, s), z, train=False)
+
+        frozen_p = jax.lax.stop_gradient(params)
+        frozen_s = jax.lax.stop_gradient(stats)
+
+        def frozen_loss(z):
+            return _losses.cross_entropy(logits_at(frozen_p, frozen_s, z), y)
+
+        loss0, grad0 = _loss_and_input_grad(frozen_loss, x)
+        delta, _ = maximize_linearity_gap(
+            frozen_loss, _start_keys(key, batch), x, eps=eps_t, num_steps=num_steps,
+            step_size=step_size, norm=norm, step_rule=step_rule, box=box, keep_best=False,
+            loss_x=loss0, grad_x=grad0,
+        )
+
+        def loss_and_logits(z):
+            logits = logits_at(params, stats, z)
+            return _losses.cross_entropy(logits, y), logits
+
+        (loss_x, logits_x), (directional, _) = jax.jvp(
+            loss_and_logits, (x,), (delta,)
+        )
+        loss_xd = _losses.cross_entropy(logits_at(params, stats, x + delta), y)
+        gap = jnp.abs(loss_xd - loss_x - directional)
+        lin = jnp.abs(directional)
+        l2 = l2_penalty(params, weight_decay=weight_decay)
+        total = jnp.mean(nominal_weight * loss_x + lambda_ * gap + mu * lin) + l2
+        metrics = {
+            "loss": total,
+            "nominal_loss": jnp.mean(loss_x),
+            "accuracy": _accuracy(logits_x, y),
+            "gamma": jnp.mean(gap),
+            "linear_term": jnp.mean(lin),
+            "eps": jnp.asarray(eps_t, jnp.float32),
+            "l2": l2,
+        }
+        return total, (new_stats, metrics)
+
+    return objective
+
+
+# ----------------------------------------------------------------------------------------------
+# TRADES
+
+
+def trades_objective(
+    *,
+    beta: float,
+    eps: float | Schedule,
+    num_steps: int,
+    step_size: float,
+    norm: str = "linf",
+    init_std: float = 0.001,
+    weight_decay: float = 0.0,
+    box: tuple[float, float] | None = (0.0, 1.0),
+) -> Objective:
+    r"""TRADES objective (the LLR paper's baseline; Zhang et al. 2019, Eqn 5).
+
+    .. math:: L(\theta) = \frac1N\sum_i \Big[\mathrm{CE}(f(x_i), y_i)
+              + \beta\,\mathrm{KL}\big(p(x_i)\,\|\,p(x_i')\big)\Big],\quad
+              x' \approx \arg\max_{x' \in B(x, \epsilon)} \mathrm{KL}(p(x)\|p(x'))
+
+    Inner maximisation as in the reference code: start at ``x + init_std·N(0, I)``, ``num_steps``
+    sign steps (ℓ∞; normalised gradient steps for ℓ2) of size ``step_size``, projecting onto the
+    ball and ``box``; the model runs in eval mode (running statistics) during the attack. The
+    outer loss runs the model in train mode on ``x`` and then on ``x'`` (each with its own batch
+    statistics; the running averages are updated by both, in that order).
+
+    Args:
+      beta: weight of the KL term (6 in TRADES). eps: radius or schedule ``step -> eps``.
+      num_steps: attack steps. step_size: attack step size.
+      norm: ``"linf"`` or ``"l2"``. init_std: std of the Gaussian start.
+      weight_decay: ℓ2 coefficient. box: image box.
+
+    Returns:
+      An objective; metrics ``loss, natural_loss, robust_kl, accuracy, adv_accuracy, eps, l2``.
+
+    Cost: ``O((K + 1)·(fwd + bwd))`` plus one more forward/backward at ``x``.
+    """
+    V.check_nonnegative(beta, "beta")
+    _check_eps_arg(eps)
+    V.check_positive_int(num_steps, "num_steps")
+    V.check_positive(step_size, "step_size")
+    V.check_choice(norm, "norm", NORMS)
+    V.check_nonnegative(init_std, "init_std")
+    V.check_nonnegative(weight_decay, "weight_decay")
+    step_rule = "sign" if norm == "linf" else "normalized"
+
+    def objective(params, state, batch, key):
+        x, y = _check_batch(batch)
+        eps_t = _eps_at(eps, state.step)
+        k_init, k_drop1, k_drop2 = jax.random.split(key, 3)
+        frozen = _variables(jax.lax.stop_gradient(params), state.batch_stats)
+        logits_nat_eval = jax.lax.stop_gradient(state.apply_fn(frozen, x, train=False))
+
+        def kl_fn(z):
+            return _losses.trades_kl(state.apply_fn(frozen, z, train=False), logits_nat_eval)
+
+        x0 = x + init_std * jax.random.normal(k_init, x.shape, x.dtype)
+        x_adv = _pgd(kl_fn, x, x0, eps=eps_t, num_steps=num_steps, step_size=step_size,
+                     norm=norm, step_rule=step_rule, box=box)
+
+        def run(stats, z, k):
+            if stats:
+                out, upd = state.apply_fn(_variables(params, stats), z, train=True,
+                                          rngs={"dropout": k}, mutable=["batch_stats"])
+                return out, upd["batch_stats"]
+            return state.apply_fn({"params": params}, z, train=True, rngs={"dropout": k}), stats
+
+        logits_nat, stats1 = run(state.batch_stats, x, k_drop1)
+        logits_adv, stats2 = run(stats1, x_adv, k_drop2)
+        nat = _losses.cross_entropy(logits_nat, y)
+        kl = _losses.trades_kl(logits_adv, logits_nat)
+        l2 = l2_penalty(params, weight_decay=weight_decay)
+        total = jnp.mean(nat + beta * kl) + l2
+        metrics = {
+            "loss": total,
+            "natural_loss": jnp.mean(nat),
+            "robust_kl": jnp.mean(kl),
+            "accuracy": _accuracy(logits_nat, y),
+            "adv_accuracy": _accuracy(logits_adv, y),
+            "eps": jnp.asarray(eps_t, jnp.float32),
+            "l2": l2,
+        }
+        return total, (stats2, metrics)
+
+    return objective
+
+
+# ----------------------------------------------------------------------------------------------
+# ADV-k
+
+
+def adv_k_objective(
+    *,
+    k: int,
+    eps: float | Schedule,
+    step_size: float,
+    norm: str = "linf",
+    step_rule: str = "sign",
+    random_start: bool = True,
+    weight_decay: float = 0.0,
+    box: tuple[float, float] | None = (0.0, 1.0),
+) -> Objective:
+    r"""PGD-k adversarial training (ADV-k of the LLR paper; Madry et al. 2018).
+
+    .. math:: L(\theta) = \frac1N\sum_i \mathrm{CE}(f(x_i'), y_i),\quad
+              x_i' = \mathrm{PGD}_k(x_i)
+
+    The attack: uniform random start in the ball (``random_start``), ``k`` projected ascent
+    steps on the cross-entropy of size ``step_size`` with ``step_rule`` (``"sign"``: Madry's
+    FGSM steps; ``"adam"``: the LLR paper's Adam-driven steps), projected onto the ball and
+    ``box``; the model runs in eval mode (running statistics) during the attack, as in the
+    common reference implementations. The outer loss runs the model in train mode on ``x'``.
+
+    Args:
+      k: attack steps. eps: radius or schedule ``step -> eps``. step_size: attack step size.
+      norm, step_rule, random_start, weight_decay, box: see above.
+
+    Returns:
+      An objective; metrics ``loss, adv_accuracy, eps, l2``.
+
+    Cost: ``O((k + 1)·(fwd + bwd))``.
+    """
+    V.check_positive_int(k, "k")
+    _check_eps_arg(eps)
+    V.check_positive(step_size, "step_size")
+    V.check_choice(norm, "norm", NORMS)
+    V.check_choice(step_rule, "step_rule", STEP_RULES)
+    V.check_nonnegative(weight_decay, "weight_decay")
+
+    def objective(params, state, batch, key):
+        x, y = _check_batch(batch)
+        eps_t = _eps_at(eps, state.step)
+        k_start, k_drop = jax.random.split(key)
+        frozen = _variables(jax.lax.stop_gradient(params), state.batch_stats)
+
+        def ce_fn(z):
+            return _losses.cross_entropy(state.apply_fn(frozen, z, train=False), y)
+
+        x0 = x
+        if random_start:
+            x0 = x + random_delta(_start_keys(k_start, batch), x, eps=eps_t, norm=norm)
+        x_adv = _pgd(ce_fn, x, x0, eps=eps_t, num_steps=k, step_size=step_size,
+                     norm=norm, step_rule=step_rule, box=box)
+        if state.batch_stats:
+            logits, upd = state.apply_fn(_variables(params, state.batch_stats), x_adv,
+                                         train=True, rngs={"dropout": k_drop},
+                                         mutable=["batch_stats"])
+            new_stats = upd["batch_stats"]
+        else:
+            logits = state.apply_fn({"params": params}, x_adv, train=True,
+                                    rngs={"dropout": k_drop})
+            new_stats = state.batch_stats
+        ce = _losses.cross_entropy(logits, y)
+        l2 = l2_penalty(params, weight_decay=weight_decay)
+        total = jnp.mean(ce) + l2
+        metrics = {
+            "loss": total,
+            "adv_accuracy": _accuracy(logits, y),
+            "eps": jnp.asarray(eps_t, jnp.float32),
+            "l2": l2,
+        }
+        return total, (new_stats, metrics)
+
+    return objective

@@ -1,0 +1,311 @@
+"""Tests of the LLR / TRADES / ADV-k training objectives (robustjax.training._llr)."""
+
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from robustjax import linearity as L
+from robustjax.linearity._measures import maximize_linearity_gap
+from robustjax.losses import cross_entropy
+from robustjax.training import _llr
+
+try:  # the project's TrainState (flax TrainState + batch_stats)
+    from robustjax.training._train_state import TrainState
+except ImportError:  # pragma: no cover - stand-in while the training package is being built
+    from flax.training import train_state
+
+    class TrainState(train_state.TrainState):
+        batch_stats: dict = None
+
+
+BN_EPS = 1e-5
+
+
+class TinyMLP(nn.Module):
+    """Dense -> (BatchNorm) -> softplus -> Dense; BatchNorm acts on a linear map of the input."""
+
+    batch_norm: bool = True
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = x.reshape(x.shape[0], -1)
+        x = nn.Dense(8)(x)
+        if self.batch_norm:
+            x = nn.BatchNorm(use_running_average=not train, epsilon=BN_EPS)(x)
+        return nn.Dense(3)(nn.softplus(x))
+
+
+class TinyCNN(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Conv(4, (3, 3), strides=(2, 2))(x)
+        x = nn.BatchNorm(use_running_average=not train)(x)
+        x = nn.relu(x).reshape(x.shape[0], -1)
+        return nn.Dense(3)(x)
+
+
+def _state(model, x, tx=None):
+    v = model.init(jax.random.key(1), x[:1], train=False)
+    tx = tx or optax.sgd(0.1)
+    return TrainState.create(apply_fn=model.apply, params=v["params"], tx=tx,
+                             batch_stats=v.get("batch_stats", {}))
+
+
+def _batch(n=12, key=0, hw=4):
+    kx, ky = jax.random.split(jax.random.key(key))
+    x = jax.random.uniform(kx, (n, hw, hw, 1))
+    y = jax.random.randint(ky, (n,), 0, 3)
+    return {"image": x, "label": y}
+
+
+def _manual_logits(params, x, mean, var):
+    """TinyMLP(batch_norm=True) by hand, normalising with the given statistics."""
+    h = x.reshape(x.shape[0], -1) @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"]
+    bn = params["BatchNorm_0"]
+    h = (h - mean) / jnp.sqrt(var + BN_EPS) * bn["scale"] + bn["bias"]
+    return jax.nn.softplus(h) @ params["Dense_1"]["kernel"] + params["Dense_1"]["bias"]
+
+
+def _manual_stats(params, x):
+    h = np.asarray(x.reshape(x.shape[0], -1) @ params["Dense_0"]["kernel"]
+                   + params["Dense_0"]["bias"], np.float64)
+    return jnp.asarray(h.mean(0), jnp.float32), jnp.asarray(h.var(0), jnp.float32)
+
+
+def test_nominal_batch_stats_match_manual_and_train_mode():
+    batch = _batch()
+    st = _state(TinyMLP(), batch["image"])
+    x = batch["image"]
+    capture = jax.jit(lambda p, s, x: _llr.nominal_batch_stats(st.apply_fn, p, s, x))
+    logits, new_stats, nominal = capture(st.params, st.batch_stats, x)
+    mean, var = _manual_stats(st.params, x)
+    np.testing.assert_allclose(nominal["BatchNorm_0"]["mean"], mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(nominal["BatchNorm_0"]["var"], var, rtol=1e-4, atol=1e-6)
+    # fixed nominal statistics reproduce the train-mode forward on the nominal batch
+    fixed = st.apply_fn({"params": st.params, "batch_stats": nominal}, x, train=False)
+    np.testing.assert_allclose(fixed, logits, rtol=1e-6, atol=1e-6)
+    ref_logits, upd = st.apply_fn({"params": st.params, "batch_stats": st.batch_stats}, x,
+                                  train=True, mutable=["batch_stats"])
+    np.testing.assert_allclose(logits, ref_logits, rtol=1e-6, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(new_stats), jax.tree.leaves(upd["batch_stats"])):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    # CNN (4-D activations, reduction over N, H, W)
+    st2 = _state(TinyCNN(), x)
+    _, _, nom2 = _llr.nominal_batch_stats(st2.apply_fn, st2.params, st2.batch_stats, x)
+    h = nn.Conv(4, (3, 3), strides=(2, 2)).apply({"params": st2.params["Conv_0"]}, x)
+    np.testing.assert_allclose(nom2["BatchNorm_0"]["mean"], h.mean((0, 1, 2)), atol=1e-5)
+    np.testing.assert_allclose(nom2["BatchNorm_0"]["var"], h.var((0, 1, 2)), rtol=1e-4, atol=1e-6)
+
+
+def test_bn_at_nominal_point_matters_and_is_used_by_llr():
+    batch = _batch(n=16)
+    x, y = batch["image"], batch["label"]
+    st = _state(TinyMLP(), x)
+    p = st.params
+    mean, var = _manual_stats(p, x)
+    # A constant shift of every pixel shifts each pre-BN feature by a per-feature constant: the
+    # batch's own statistics cancel it exactly, the nominal statistics do not.
+    shift = 0.2 * jnp.ones_like(x)
+    own = st.apply_fn({"params": p, "batch_stats": st.batch_stats}, x + shift, train=True,
+                      mutable=["batch_stats"])[0]
+    clean = st.apply_fn({"params": p, "batch_stats": st.batch_stats}, x, train=True,
+                        mutable=["batch_stats"])[0]
+    np.testing.assert_allclose(own, clean, atol=1e-4)
+    nominal_loss = lambda z: cross_entropy(_manual_logits(p, z, mean, var), y)
+    assert float(jnp.min(L.linearity_gap(nominal_loss, x, shift))) > 0.0
+    assert float(jnp.max(jnp.abs(_manual_logits(p, x + shift, mean, var) - clean))) > 1e-2
+
+    # The LLR objective equals the hand-written reference at the nominal statistics ...
+    kw = dict(eps=0.2, num_steps=3, step_size=0.05)
+    obj = _llr.llr_objective(lambda_=4.0, mu=3.0, nominal_weight=2.0, box=None, **kw)
+    key = jax.random.key(3)
+    loss, (_, metrics) = jax.jit(obj)(p, st, batch, key)
+    @jax.jit
+    def reference(key):
+        delta, _ = maximize_linearity_gap(nominal_loss, key, x, keep_best=False, **kw)
+        return (delta,) + L.linearity_terms(nominal_loss, x, delta)
+
+    delta, l0, lin, ld = reference(key)
+    ref = jnp.mean(2.0 * l0 + 4.0 * jnp.abs(ld - l0 - lin) + 3.0 * jnp.abs(lin))
+    np.testing.assert_allclose(loss, ref, rtol=1e-4)
+    np.testing.assert_allclose(metrics["gamma"], jnp.mean(jnp.abs(ld - l0 - lin)), rtol=1e-4)
+    # ... and differs from the variant where x + δ gets its own batch statistics.
+    def own_stats_loss(z):
+        zz = z.reshape(z.shape[0], -1) @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"]
+        return cross_entropy(_manual_logits(p, z, zz.mean(0), zz.var(0)), y)
+
+    own_ld = own_stats_loss(x + delta)
+    wrong = jnp.mean(2.0 * l0 + 4.0 * jnp.abs(own_ld - l0 - lin) + 3.0 * jnp.abs(lin))
+    assert abs(float(wrong) - float(ref)) > 1e-3
+
+
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_objectives_reduce_to_standard_training(batch_norm):
+    batch = _batch()
+    x, y = batch["image"], batch["label"]
+    st = _state(TinyMLP(batch_norm=batch_norm), x)
+    if batch_norm:
+        logits, upd = st.apply_fn({"params": st.params, "batch_stats": st.batch_stats}, x,
+                                  train=True, mutable=["batch_stats"])
+        ref_stats = upd["batch_stats"]
+    else:
+        logits, ref_stats = st.apply_fn({"params": st.params}, x, train=True), {}
+    ce = jnp.mean(cross_entropy(logits, y))
+    key = jax.random.key(0)
+    objs = {
+        "llr": _llr.llr_objective(eps=0.1, lambda_=0.0, mu=0.0, num_steps=2, step_size=0.1),
+        "adv": _llr.adv_k_objective(k=2, eps=0.0, step_size=0.1),
+        "trades": _llr.trades_objective(beta=0.0, eps=0.1, num_steps=2, step_size=0.1),
+    }
+    for name, obj in objs.items():
+        loss, (stats, metrics) = jax.jit(obj)(st.params, st, batch, key)
+        np.testing.assert_allclose(loss, ce, rtol=1e-5, err_msg=name)
+        if name != "trades":  # TRADES also updates the statistics with the adversarial batch
+            for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(ref_stats)):
+                np.testing.assert_allclose(a, b, rtol=1e-6, err_msg=name)
+        assert np.isfinite(float(metrics["loss"]))
+    if batch_norm:
+        return
+    # TRADES with beta > 0 adds beta * KL at the adversarial point (>= 0)
+    loss_t, (_, m) = jax.jit(_llr.trades_objective(beta=6.0, eps=0.1, num_steps=3,
+                                                    step_size=0.03))(st.params, st, batch, key)
+    np.testing.assert_allclose(loss_t, m["natural_loss"] + 6.0 * m["robust_kl"], rtol=1e-5)
+    assert float(m["robust_kl"]) > 0.0
+    # ADV-k: the attack increases the loss relative to the clean batch
+    loss_a, _ = jax.jit(_llr.adv_k_objective(k=5, eps=0.2, step_size=0.05))(
+        st.params, st, batch, key)
+    assert float(loss_a) > float(ce)
+
+
+def test_eps_ramp_weight_decay_and_metrics():
+    sched = _llr.eps_ramp(eps=0.3, ramp_steps=10)
+    np.testing.assert_allclose([sched(0), sched(5), sched(10), sched(50)], [0, 0.15, 0.3, 0.3],
+                               atol=1e-7)
+    np.testing.assert_allclose(_llr.eps_ramp(eps=0.3, ramp_steps=0)(0), 0.3)
+    batch = _batch()
+    st = _state(TinyMLP(), batch["image"])
+    obj = _llr.llr_objective(eps=sched, lambda_=1.0, mu=1.0, num_steps=2, step_size=0.1,
+                             weight_decay=0.01)
+    _, (_, m0) = jax.jit(obj)(st.params, st, batch, jax.random.key(0))
+    assert float(m0["eps"]) == 0.0
+    np.testing.assert_allclose(m0["gamma"], 0.0, atol=1e-6)  # eps = 0 at step 0
+    kernels = [st.params["Dense_0"]["kernel"], st.params["Dense_1"]["kernel"]]
+    np.testing.assert_allclose(m0["l2"], 0.005 * sum(float(jnp.sum(k**2)) for k in kernels),
+                               rtol=1e-5)
+    _, (_, m5) = jax.jit(obj)(st.params, st.replace(step=5), batch, jax.random.key(0))
+    np.testing.assert_allclose(m5["eps"], 0.15, rtol=1e-6)
+    assert float(m5["gamma"]) > 0.0
+
+
+def _train_step(objective):
+    @jax.jit
+    def step(state, batch, key):
+        (loss, (stats, metrics)), grads = jax.value_and_grad(objective, has_aux=True)(
+            state.params, state, batch, key)
+        return state.apply_gradients(grads=grads, batch_stats=stats), loss
+
+    return step
+
+
+@pytest.mark.parametrize("which,model", [
+    ("llr", TinyCNN()), ("llr", TinyMLP(batch_norm=False)), ("trades", TinyMLP()),
+    ("adv", TinyMLP()),
+])
+def test_objectives_train_under_jit(which, model):
+    batch = _batch(hw=6)
+    batch["index"] = jnp.arange(12, dtype=jnp.int32)  # per-example start keys
+    st0 = _state(model, batch["image"])
+    obj = {
+        "llr": _llr.llr_objective(eps=0.1, lambda_=4.0, mu=3.0, num_steps=2, step_size=0.1),
+        "trades": _llr.trades_objective(beta=6.0, eps=0.1, num_steps=2, step_size=0.03),
+        "adv": _llr.adv_k_objective(k=2, eps=0.1, step_size=0.03, step_rule="adam"),
+    }[which]
+    step = _train_step(obj)
+    st = st0
+    for i in range(2):
+        st, loss = step(st, batch, jax.random.key(i))
+        assert np.isfinite(float(loss))
+    moved = max(float(jnp.max(jnp.abs(a - b)))
+                for a, b in zip(jax.tree.leaves(st.params), jax.tree.leaves(st0.params)))
+    assert moved > 0.0
+    if st0.batch_stats:
+        changed = max(float(jnp.max(jnp.abs(a - b))) for a, b in
+                      zip(jax.tree.leaves(st.batch_stats), jax.tree.leaves(st0.batch_stats)))
+        assert changed > 0.0
+
+
+def test_objective_bad_arguments():
+    with pytest.raises(ValueError, match="lambda_"):
+        _llr.llr_objective(eps=0.1, lambda_=-1.0, mu=0.0, num_steps=1, step_size=0.1)
+    with pytest.raises(ValueError, match="num_steps"):
+        _llr.llr_objective(eps=0.1, lambda_=1.0, mu=0.0, num_steps=0, step_size=0.1)
+    with pytest.raises(ValueError, match="eps"):
+        _llr.adv_k_objective(k=1, eps=-0.1, step_size=0.1)
+    with pytest.raises(ValueError, match="k"):
+        _llr.adv_k_objective(k=0, eps=0.1, step_size=0.1)
+    with pytest.raises(ValueError, match="beta"):
+        _llr.trades_objective(beta=-1.0, eps=0.1, num_steps=1, step_size=0.1)
+    with pytest.raises(ValueError, match="ramp_steps"):
+        _llr.eps_ramp(eps=0.1, ramp_steps=-1)
+    obj = _llr.llr_objective(eps=0.1, lambda_=1.0, mu=0.0, num_steps=1, step_size=0.1)
+    st = _state(TinyMLP(batch_norm=False), _batch()["image"])
+    with pytest.raises(ValueError, match="batch"):
+        obj(st.params, st, {"image": _batch()["image"]}, jax.random.key(0))
+
+
+def _mnist(n_test=256):
+    path = os.path.join(os.path.dirname(_llr.__file__), "..", "data", "_embedded",
+                        "mnist_12k.npz")
+    d = np.load(path)
+    xtr = jnp.asarray(d["train_images"][..., None], jnp.float32) / 255.0
+    ytr = jnp.asarray(d["train_labels"], jnp.int32)
+    xte = jnp.asarray(d["test_images"][:n_test, ..., None], jnp.float32) / 255.0
+    yte = jnp.asarray(d["test_labels"][:n_test], jnp.int32)
+    return xtr, ytr, xte, yte
+
+
+class SoftplusMLP(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.softplus(nn.Dense(64)(x.reshape(x.shape[0], -1)))
+        return nn.Dense(10)(x)
+
+
+def test_llr_training_lowers_test_gamma_on_mnist():
+    """150 steps of standard vs LLR training (embedded MNIST): LLR's test-set γ is far lower."""
+    xtr, ytr, xte, yte = _mnist()
+    model = SoftplusMLP()
+    eps = 0.1
+
+    def train(objective, steps=150, bs=64):
+        st = _state(model, xtr[:1], tx=optax.adam(1e-3))
+
+        def step(st, i):
+            idx = jax.random.randint(jax.random.fold_in(jax.random.key(1), i), (bs,), 0,
+                                     xtr.shape[0])
+            b = {"image": xtr[idx], "label": ytr[idx]}
+            (_, (_, _)), g = jax.value_and_grad(objective, has_aux=True)(
+                st.params, st, b, jax.random.fold_in(jax.random.key(2), i))
+            return st.apply_gradients(grads=g), None
+
+        return jax.jit(lambda st: jax.lax.scan(step, st, jnp.arange(steps))[0])(st)
+
+    @jax.jit
+    def evaluate(params, x, y):
+        f = lambda z: model.apply({"params": params}, z)
+        res = L.local_linearity(lambda z: cross_entropy(f(z), y), jax.random.key(5), x,
+                                eps=eps, num_steps=10, step_size=0.025, box=(0.0, 1.0))
+        return jnp.mean(res.gamma), jnp.mean(jnp.argmax(f(x), -1) == y)
+
+    standard = train(_llr.llr_objective(eps=eps, lambda_=0.0, mu=0.0, num_steps=1,
+                                        step_size=0.1))
+    llr = train(_llr.llr_objective(eps=eps, lambda_=4.0, mu=3.0, num_steps=2, step_size=0.1))
+    gamma_std, acc_std = evaluate(standard.params, xte, yte)
+    gamma_llr, acc_llr = evaluate(llr.params, xte, yte)
+    assert float(acc_std) > 0.8 and float(acc_llr) > 0.6  # both learned something
+    assert float(gamma_llr) < 0.3 * float(gamma_std), (float(gamma_llr), float(gamma_std))
