@@ -1,0 +1,53 @@
+"""Defenses: median filter, TV denoising, DIP/DAE/I-DIP/RIDE; DefenseGAN and ABS."""
+
+from robustjax.defenses._filters import TV_METHODS
+from robustjax.defenses._filters import image_divergence
+from robustjax.defenses._filters import image_gradient
+from robustjax.defenses._filters import median_filter
+from robustjax.defenses._filters import rof_energy
+from robustjax.defenses._filters import tv_denoise
+from robustjax.defenses._generative import abs_logits
+from robustjax.defenses._generative import defensegan_logits
+from robustjax.defenses._generative import defensegan_reconstruct
+from robustjax.defenses._generative import make_abs_logits_fn
+from robustjax.defenses._generative import make_defensegan_logits_fn
+from robustjax.defenses._ride import RIDE_CONFIGS
+from robustjax.defenses._ride import RIDE_METHODS
+from robustjax.defenses._ride import DefenseTrace
+from robustjax.defenses._ride import ReconstructionNet
+from robustjax.defenses._ride import RideConfig
+from robustjax.defenses._ride import dae
+from robustjax.defenses._ride import dip
+from robustjax.defenses._ride import idip
+from robustjax.defenses._ride import random_loss_mask
+from robustjax.defenses._ride import ride
+from robustjax.defenses._ride import ride_interpolate
+from robustjax.defenses._ride import self_supervised_single
+from robustjax.defenses._ride import self_supervised_trace
+
+__all__ = [
+    "TV_METHODS",
+    "image_divergence",
+    "image_gradient",
+    "median_filter",
+    "rof_energy",
+    "tv_denoise",
+    "abs_logits",
+    "defensegan_logits",
+    "defensegan_reconstruct",
+    "make_abs_logits_fn",
+    "make_defensegan_logits_fn",
+    "RIDE_CONFIGS",
+    "RIDE_METHODS",
+    "DefenseTrace",
+    "ReconstructionNet",
+    "RideConfig",
+    "dae",
+    "dip",
+    "idip",
+    "random_loss_mask",
+    "ride",
+    "ride_interpolate",
+    "self_supervised_single",
+    "self_supervised_trace",
+]

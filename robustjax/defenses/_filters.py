@@ -1,0 +1,221 @@
+"""Classical input-transformation defenses: median filtering and total-variation denoising.
+
+These are the baselines of Table 1 and Tables 4–6 of the RIDE paper (seed 002, supplementary
+"Median Filtering" and "TV Minimization"); TV minimization as an adversarial defense follows Guo
+et al. (2018). Every function acts on a batch ``[N, H, W, C]`` and treats each image and each
+channel independently; hyperparameters are keyword-only and static under ``jit``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.fft as jfft
+import numpy as np
+
+from robustjax._src import validation as V
+from robustjax._src.types import Array, ArrayLike
+
+__all__ = [
+    "TV_METHODS",
+    "median_filter",
+    "tv_denoise",
+    "rof_energy",
+    "image_gradient",
+    "image_divergence",
+]
+
+TV_METHODS = ("chambolle", "bregman")
+_TINY = 1e-12
+
+
+def median_filter(x: ArrayLike, *, size: int = 3) -> Array:
+    """Per-channel ``size × size`` median filter with zero padding (the paper's median baseline).
+
+    Each output pixel is the median of the ``size × size`` window centred on it, taken separately
+    for every channel; the image is zero-padded by ``size // 2`` on each side so the output has the
+    input's shape (supplementary, "Median Filtering"). This equals
+    ``scipy.ndimage.median_filter(x, size=(1, size, size, 1), mode="constant", cval=0)``.
+
+    Args:
+      x: images ``[N, H, W, C]``.
+      size: odd window side ``k`` (the paper tries 3, 5, 7, 9, 11).
+
+    Returns:
+      Filtered images ``[N, H, W, C]``, same dtype.
+
+    Cost: ``O(N·H·W·C·k²·log k)`` time (a sort of ``k²`` values per pixel) and ``O(k²)`` times the
+    input's memory for the stacked window.
+    """
+    V.check_positive_int(size, "size")
+    if size % 2 == 0:
+        raise ValueError(f"`size` must be odd, got {size}.")
+    V.check_images(x, "x", box=None)
+    x = jnp.asarray(x)
+    if size == 1:
+        return x
+    r = size // 2
+    _, h, w, _ = x.shape
+    xp = jnp.pad(x, ((0, 0), (r, r), (r, r), (0, 0)))
+    windows = jnp.stack(
+        [xp[:, i : i + h, j : j + w, :] for i in range(size) for j in range(size)], axis=0
+    )
+    return jnp.sort(windows, axis=0)[(size * size) // 2]
+
+
+def image_gradient(u: ArrayLike) -> Array:
+    r"""Forward differences along H and W with a zero last row/column (Neumann boundary).
+
+    .. math:: (\nabla u)_{x,i,j} = u_{i+1,j} - u_{i,j}\ (i < H-1),\quad 0\ (i = H-1)
+
+    and likewise along W. Args: ``u [N, H, W, C]``. Returns ``[2, N, H, W, C]``.
+    """
+    u = jnp.asarray(u)
+    gx = jnp.concatenate([u[:, 1:] - u[:, :-1], jnp.zeros_like(u[:, :1])], axis=1)
+    gy = jnp.concatenate([u[:, :, 1:] - u[:, :, :-1], jnp.zeros_like(u[:, :, :1])], axis=2)
+    return jnp.stack([gx, gy], axis=0)
+
+
+def image_divergence(p: ArrayLike) -> Array:
+    r"""Discrete divergence, the negative adjoint of :func:`image_gradient`.
+
+    :math:`\langle \nabla u, p\rangle = -\langle u, \operatorname{div} p\rangle` for all ``u, p``.
+    Args: ``p [2, N, H, W, C]``. Returns ``[N, H, W, C]``.
+    """
+    p = jnp.asarray(p)
+    px = p[0].at[:, -1].set(0.0)
+    py = p[1].at[:, :, -1].set(0.0)
+    dx = px - jnp.pad(px, ((0, 0), (1, 0), (0, 0), (0, 0)))[:, :-1]
+    dy = py - jnp.pad(py, ((0, 0), (0, 0), (1, 0), (0, 0)))[:, :, :-1]
+    return dx + dy
+
+
+def rof_energy(u: ArrayLike, f: ArrayLike, weight: float | ArrayLike) -> Array:
+    r"""The ROF (Rudin–Osher–Fatemi) energy of ``u`` for data ``f``, per image.
+
+    .. math:: E(u) = \tfrac12 \|u - f\|_2^2 + w \sum_{i,j,c}
+              \sqrt{(\nabla_x u)_{ijc}^2 + (\nabla_y u)_{ijc}^2}
+
+    (isotropic TV, each channel separately, forward differences as in :func:`image_gradient`).
+
+    Args:
+      u: candidate images ``[N, H, W, C]``.
+      f: data images ``[N, H, W, C]``.
+      weight: TV weight ``w >= 0`` (scalar).
+
+    Returns:
+      ``[N]`` energies. Cost ``O(N·H·W·C)``.
+    """
+    u, f = jnp.asarray(u), jnp.asarray(f)
+    g = image_gradient(u)
+    tv = jnp.sum(jnp.sqrt(jnp.sum(g * g, axis=0)), axis=(1, 2, 3))
+    fid = 0.5 * jnp.sum((u - f) ** 2, axis=(1, 2, 3))
+    return fid + weight * tv
+
+
+def _chambolle(f: Array, weight: float, num_iters: int, step: float) -> Array:
+    def body(_, p):
+        g = image_gradient(image_divergence(p) - f / weight)
+        norm = jnp.sqrt(jnp.sum(g * g, axis=0, keepdims=True))
+        return (p + step * g) / (1.0 + step * norm)
+
+    p0 = jnp.zeros((2,) + f.shape, f.dtype)
+    p = jax.lax.fori_loop(0, num_iters, body, p0)
+    return f - weight * image_divergence(p)
+
+
+def _neumann_laplacian_eigs(h: int, w: int, dtype) -> Array:
+    ex = 4.0 * np.sin(np.pi * np.arange(h) / (2.0 * h)) ** 2
+    ey = 4.0 * np.sin(np.pi * np.arange(w) / (2.0 * w)) ** 2
+    return jnp.asarray(ex[:, None] + ey[None, :], dtype)[None, :, :, None]
+
+
+def _bregman(f: Array, weight: float, num_iters: int, penalty: float) -> Array:
+    mu = 1.0 / weight
+    beta = penalty
+    eigs = _neumann_laplacian_eigs(f.shape[1], f.shape[2], f.dtype)
+    denom = mu + beta * eigs
+
+    def solve_u(d, b):
+        # (mu I + beta ∇ᵀ∇) u = mu f + beta ∇ᵀ(d - b), with ∇ᵀ = -div; exact via DCT-II.
+        rhs = mu * f - beta * image_divergence(d - b)
+        rhs_hat = jfft.dctn(rhs, type=2, axes=(1, 2), norm="ortho")
+        return jfft.idctn(rhs_hat / denom, type=2, axes=(1, 2), norm="ortho")
+
+    def body(_, carry):
+        u, d, b = carry
+        u = solve_u(d, b)
+        s = image_gradient(u) + b
+        norm = jnp.sqrt(jnp.sum(s * s, axis=0, keepdims=True))
+        d = jnp.maximum(norm - 1.0 / beta, 0.0) / jnp.maximum(norm, _TINY) * s
+        b = s - d
+        return u, d, b
+
+    zeros = jnp.zeros((2,) + f.shape, f.dtype)
+    u, _, _ = jax.lax.fori_loop(0, num_iters, body, (f, zeros, zeros))
+    return u
+
+
+def tv_denoise(
+    x: ArrayLike,
+    *,
+    weight: float = 0.1,
+    method: str = "chambolle",
+    num_iters: int = 100,
+    step: float = 0.25,
+    penalty: float | None = None,
+) -> Array:
+    r"""Total-variation denoising: minimize the ROF energy :func:`rof_energy` per image/channel.
+
+    .. math:: u^\star = \arg\min_u \tfrac12 \|u - x\|_2^2 + w\,\mathrm{TV}(u)
+
+    with isotropic TV over (H, W) for each channel separately (what
+    ``skimage.restoration.denoise_tv_chambolle(..., channel_axis=-1)`` minimizes for the same
+    ``weight``). Two solvers, both plain ``lax.fori_loop``\ s (jit/vmap friendly, fixed
+    iteration count, no early stop):
+
+    * ``"chambolle"`` — Chambolle's (2004) dual projection algorithm,
+      :math:`p \leftarrow (p + \tau\nabla(\operatorname{div}p - x/w)) /
+      (1 + \tau|\nabla(\operatorname{div}p - x/w)|)`, :math:`u = x - w \operatorname{div} p`.
+      ``step`` is τ; Chambolle proves convergence for τ ≤ 1/8 and τ = 1/4 is the usual
+      practical choice (also scikit-image's).
+    * ``"bregman"`` — isotropic split-Bregman (Goldstein & Osher 2009) for
+      :math:`\tfrac{\mu}{2}\|u-x\|^2 + \|d\|_{2,1}` s.t. :math:`d = \nabla u`, with
+      :math:`\mu = 1/w`, Bregman variable ``b`` and splitting penalty β (``penalty``, default
+      ``2/w``). Unlike Goldstein–Osher's single Gauss–Seidel sweep, the ``u`` sub-problem
+      :math:`(\mu I + \beta\nabla^\top\nabla)u = \mu x + \beta\nabla^\top(d-b)` is solved
+      exactly with a DCT-II (the Neumann Laplacian is diagonal in that basis), so the method is
+      ADMM and converges for any β > 0.
+
+    Note the weight convention: one ``weight`` for both methods (the TV coefficient above);
+    scikit-image's ``denoise_tv_bregman`` uses an inverse fidelity weight instead.
+
+    Args:
+      x: images ``[N, H, W, C]``.
+      weight: TV weight ``w > 0`` (Tables 5–6 try 0.075–1.75).
+      method: ``"chambolle"`` or ``"bregman"``.
+      num_iters: number of iterations (``>= 1``).
+      step: Chambolle's τ (ignored by ``"bregman"``).
+      penalty: split-Bregman β (ignored by ``"chambolle"``); ``None`` means ``2 / weight``.
+
+    Returns:
+      Denoised images ``[N, H, W, C]`` (not clipped; the exact minimizer of a ``[0, 1]`` input
+      stays in ``[0, 1]``).
+
+    Cost: ``O(num_iters · N·H·W·C)`` for Chambolle, ``O(num_iters · N·H·W·C·(log H + log W))``
+    for split-Bregman (two DCTs per iteration).
+    """
+    V.check_choice(method, "method", TV_METHODS)
+    V.check_positive(weight, "weight")
+    V.check_positive_int(num_iters, "num_iters")
+    V.check_positive(step, "step")
+    if penalty is not None:
+        V.check_positive(penalty, "penalty")
+    V.check_images(x, "x", box=None)
+    f = jnp.asarray(x)
+    if not jnp.issubdtype(f.dtype, jnp.floating):
+        f = f.astype(jnp.float32)
+    if method == "chambolle":
+        return _chambolle(f, float(weight), num_iters, float(step))
+    beta = 2.0 / float(weight) if penalty is None else float(penalty)
+    return _bregman(f, float(weight), num_iters, beta)
