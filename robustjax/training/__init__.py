@@ -1,0 +1,89 @@
+"""Training: train state, objectives, pure train steps, data-parallel ``fit`` with checkpoints."""
+
+from robustjax.training._checkpoint import make_checkpoint_manager
+from robustjax.training._checkpoint import restore_checkpoint
+from robustjax.training._checkpoint import save_checkpoint
+from robustjax.training._distributed import add_distributed_args
+from robustjax.training._distributed import define_distributed_flags
+from robustjax.training._distributed import initialize_distributed
+from robustjax.training._distributed import initialize_from_args
+from robustjax.training._fit import epoch_permutation
+from robustjax.training._fit import fit
+from robustjax.training._objectives import Objective
+from robustjax.training._objectives import adversarial_objective
+from robustjax.training._objectives import apply_model
+from robustjax.training._objectives import example_keys
+from robustjax.training._objectives import standard_objective
+from robustjax.training._optimizers import make_optimizer
+from robustjax.training._optimizers import make_schedule
+from robustjax.training._parallel import make_mesh
+from robustjax.training._parallel import pmap_replicate
+from robustjax.training._parallel import pmap_split
+from robustjax.training._parallel import pmap_unreplicate
+from robustjax.training._parallel import replicate
+from robustjax.training._parallel import shard_batch
+from robustjax.training._steps import make_eval_step
+from robustjax.training._steps import make_train_step
+from robustjax.training._train_state import TrainState
+from robustjax.training._train_state import create_train_state
+from robustjax.training._llr import adv_k_objective
+from robustjax.training._llr import eps_ramp
+from robustjax.training._llr import l2_penalty
+from robustjax.training._llr import llr_objective
+from robustjax.training._llr import nominal_batch_stats
+from robustjax.training._llr import trades_objective
+from robustjax.training._generative import WGANState
+from robustjax.training._generative import class_conditional_vae_objective
+from robustjax.training._generative import gradient_penalty
+from robustjax.training._generative import make_wgan_gp
+from robustjax.training._generative import wgan_generator_loss
+from robustjax.training._generative import wgan_gp_critic_loss
+from robustjax.training._l2lda import L2LDAState
+from robustjax.training._l2lda import create_l2lda_state
+from robustjax.training._l2lda import l2lda_generator_fn
+from robustjax.training._l2lda import make_l2lda_step
+
+__all__ = [
+    "adv_k_objective",
+    "eps_ramp",
+    "l2_penalty",
+    "llr_objective",
+    "nominal_batch_stats",
+    "trades_objective",
+    "WGANState",
+    "class_conditional_vae_objective",
+    "gradient_penalty",
+    "make_wgan_gp",
+    "wgan_generator_loss",
+    "wgan_gp_critic_loss",
+    "L2LDAState",
+    "create_l2lda_state",
+    "l2lda_generator_fn",
+    "make_l2lda_step",
+    "Objective",
+    "TrainState",
+    "add_distributed_args",
+    "adversarial_objective",
+    "apply_model",
+    "create_train_state",
+    "define_distributed_flags",
+    "epoch_permutation",
+    "example_keys",
+    "fit",
+    "initialize_distributed",
+    "initialize_from_args",
+    "make_checkpoint_manager",
+    "make_eval_step",
+    "make_mesh",
+    "make_optimizer",
+    "make_schedule",
+    "make_train_step",
+    "pmap_replicate",
+    "pmap_split",
+    "pmap_unreplicate",
+    "replicate",
+    "restore_checkpoint",
+    "save_checkpoint",
+    "shard_batch",
+    "standard_objective",
+]
