@@ -1,0 +1,59 @@
+"""Adversarial attacks: ``attack(logits_fn, key, x, y, *, ...) -> x_adv`` (``stop_gradient``).
+
+Gradient attacks (FGSM, PGD and its targeted / random-targeted / multi-targeted forms,
+Carlini–Wagner ℓ2), a black-box NES attack, and the BPDA / EOT wrappers that make
+non-differentiable or randomized defenses attackable by all of them; the stAdv flow attack;
+the L2L-DA recurrent generator attack.
+"""
+
+from robustjax.attacks._base import LOSSES
+from robustjax.attacks._base import STEP_RULES
+from robustjax.attacks._base import normalize_l2
+from robustjax.attacks._base import scale_by_sign
+from robustjax.attacks._cw import carlini_wagner_l2
+from robustjax.attacks._fgsm import fgsm
+from robustjax.attacks._nes import nes_attack
+from robustjax.attacks._nes import nes_gradient
+from robustjax.attacks._pgd import PGD
+from robustjax.attacks._pgd import PGDState
+from robustjax.attacks._pgd import make_pgd
+from robustjax.attacks._pgd import multi_targeted
+from robustjax.attacks._pgd import pgd
+from robustjax.attacks._pgd import pgd_with_trace
+from robustjax.attacks._pgd import random_targeted
+from robustjax.attacks._wrappers import bpda
+from robustjax.attacks._wrappers import eot
+from robustjax.attacks._l2l import l2l_attack
+from robustjax.attacks._l2l import l2l_perturbation
+from robustjax.attacks._l2l import normalize_gradient
+from robustjax.attacks._stadv import StadvSweep
+from robustjax.attacks._stadv import stadv
+from robustjax.attacks._stadv import stadv_flow
+from robustjax.attacks._stadv import stadv_tau_sweep
+
+__all__ = [
+    "l2l_attack",
+    "l2l_perturbation",
+    "normalize_gradient",
+    "StadvSweep",
+    "stadv",
+    "stadv_flow",
+    "stadv_tau_sweep",
+    "LOSSES",
+    "PGD",
+    "PGDState",
+    "STEP_RULES",
+    "bpda",
+    "carlini_wagner_l2",
+    "eot",
+    "fgsm",
+    "make_pgd",
+    "multi_targeted",
+    "nes_attack",
+    "nes_gradient",
+    "normalize_l2",
+    "pgd",
+    "pgd_with_trace",
+    "random_targeted",
+    "scale_by_sign",
+]

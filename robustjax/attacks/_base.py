@@ -1,0 +1,160 @@
+"""Shared pieces of the gradient attacks: argument checks, attack losses, step rules.
+
+Conventions used by every attack in this package:
+
+* the attacker *ascends* an attack loss :math:`L_{att}` (``attack_loss``): the classification
+  loss of the true label (untargeted) or minus the loss of the target label (targeted);
+* the attacker's *score* (``attack_score``) is a per-example number where lower is better for
+  the attacker and negative means success: the true-class margin
+  :math:`z_y - \\max_{j \\ne y} z_j` (untargeted) or :math:`\\max_{j \\ne t} z_j - z_t`
+  (targeted). Restarts and multi-target runs keep, per example, the candidate with the
+  lowest score.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from robustjax import losses as L
+from robustjax._src import validation as V
+from robustjax._src.types import Array, ArrayLike, LogitsFn
+
+__all__ = [
+    "LOSSES",
+    "STEP_RULES",
+    "check_attack_inputs",
+    "attack_loss",
+    "attack_score",
+    "step_rule_transform",
+    "scale_by_sign",
+    "normalize_l2",
+    "resolve_step_size",
+    "bcast",
+]
+
+LOSSES = ("ce", "cw")
+STEP_RULES = ("sign", "normalized", "adam")
+_TINY = 1e-12
+
+
+def bcast(v: Array, like: Array) -> Array:
+    """Reshape a per-example ``[N]`` array so it broadcasts against ``like [N, ...]``."""
+    return jnp.reshape(v, v.shape + (1,) * (like.ndim - v.ndim))
+
+
+def check_attack_inputs(
+    logits_fn: LogitsFn,
+    key: Any,
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    box: tuple[float, float] | None = (0.0, 1.0),
+) -> int:
+    """Validate ``(logits_fn, key, x, y)`` and return the number of classes ``K``.
+
+    ``x`` must be a floating ``[N, D]``, ``[N, H, W]`` or ``[N, H, W, C]`` array (inside ``box``
+    when concrete), ``y`` integer ``[N]`` with the same ``N`` and (when concrete) values in
+    ``[0, K)``; ``logits_fn(x)`` must return ``[N, K]`` (checked with ``jax.eval_shape``, free).
+    """
+    if not callable(logits_fn):
+        raise ValueError(f"`logits_fn` must be callable, got {type(logits_fn).__name__}.")
+    V.check_key(key, "key")
+    V.check_images(x, "x", rank=(2, 3, 4), box=box)
+    V.check_labels(y, "y")
+    V.check_batch_match(x, "x", y, "y")
+    out = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)))
+    if len(out.shape) != 2 or out.shape[0] != jnp.shape(x)[0]:
+        raise ValueError(
+            f"`logits_fn` must map `x` of shape {tuple(jnp.shape(x))} to logits [N, K] with "
+            f"N={jnp.shape(x)[0]}, got {tuple(out.shape)}."
+        )
+    k = int(out.shape[1])
+    V.check_labels(y, "y", batch_size=jnp.shape(x)[0], num_classes=k)
+    return k
+
+
+def attack_loss(
+    logits: Array, labels: Array, *, loss: str, targeted: bool, kappa: float = float("inf")
+) -> Array:
+    """Per-example loss ``[N]`` the attacker ascends.
+
+    ``"ce"``: cross-entropy of ``labels`` (negated when ``targeted``). ``"cw"``: minus the
+    Carlini–Wagner objective :func:`robustjax.losses.cw_loss` with confidence ``kappa``
+    (``kappa=inf``, the default, is the unclamped logit margin).
+    """
+    if loss == "ce":
+        ce = L.cross_entropy(logits, labels)
+        return -ce if targeted else ce
+    return -L.cw_loss(logits, labels, kappa=kappa, targeted=targeted)
+
+
+def attack_score(logits: Array, labels: Array, *, targeted: bool) -> Array:
+    """Per-example score ``[N]``; lower is better for the attacker, ``< 0`` means success."""
+    m = L.margin(logits, labels)
+    return -m if targeted else m
+
+
+def scale_by_sign() -> optax.GradientTransformation:
+    """Step rule ``u = sign(g)`` (the ℓ∞ steepest-ascent direction)."""
+
+    def init_fn(params):
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        del params
+        return jax.tree.map(jnp.sign, updates), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def normalize_l2() -> optax.GradientTransformation:
+    """Step rule ``u = g / ||g||_2`` per example (the ℓ2 steepest-ascent direction)."""
+
+    def init_fn(params):
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        del params
+
+        def norm(g):
+            flat = jnp.reshape(g, (g.shape[0], -1))
+            n = jnp.sqrt(jnp.sum(flat * flat, axis=-1))
+            return g / bcast(jnp.maximum(n, _TINY), g)
+
+        return jax.tree.map(norm, updates), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def step_rule_transform(step_rule: Any, norm: str) -> optax.GradientTransformation:
+    """Resolve ``step_rule`` (``None``, a name in :data:`STEP_RULES` or an optax transform).
+
+    ``None`` picks the steepest-ascent rule of ``norm``: ``"sign"`` for ℓ∞, ``"normalized"``
+    for ℓ2. ``"adam"`` is :func:`optax.scale_by_adam` with its defaults (per-element state, so
+    examples stay independent).
+    """
+    if isinstance(step_rule, optax.GradientTransformation):
+        return step_rule
+    if step_rule is None:
+        step_rule = "sign" if norm == "linf" else "normalized"
+    V.check_choice(step_rule, "step_rule", STEP_RULES)
+    if step_rule == "sign":
+        return scale_by_sign()
+    if step_rule == "normalized":
+        return normalize_l2()
+    return optax.scale_by_adam()
+
+
+def resolve_step_size(step_size: Any, name: str = "step_size") -> Callable[[Array], Array]:
+    """Turn a float or an optax schedule ``count -> value`` into a schedule."""
+    if callable(step_size):
+        return step_size
+    V.check_nonnegative(step_size, name)
+    value = float(step_size)
+    return lambda count: jnp.asarray(value, jnp.float32)

@@ -1,0 +1,76 @@
+"""Fast gradient (sign) method, ℓ∞ and ℓ2, untargeted and targeted."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from robustjax import projections as P
+from robustjax._src import validation as V
+from robustjax._src.types import Array, ArrayLike, LogitsFn, PRNGKey
+from robustjax.attacks import _base as B
+
+__all__ = ["fgsm"]
+
+
+def fgsm(
+    logits_fn: LogitsFn,
+    key: PRNGKey,
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    eps: float,
+    norm: str = "linf",
+    loss: str = "ce",
+    targeted: bool = False,
+    kappa: float = float("inf"),
+    box: tuple[float, float] | None = (0.0, 1.0),
+) -> Array:
+    r"""One-step fast gradient attack.
+
+    .. math:: x' = \mathrm{clip}_{box}\left(x + \epsilon\, U(\nabla_x L_{att}(x))\right),
+              \quad U = \mathrm{sign} \ (\ell_\infty), \quad U(g) = g / \|g\|_2 \ (\ell_2)
+
+    :math:`L_{att}` is the loss of the true label ``y`` (untargeted) or minus the loss of the
+    target ``y`` (``targeted=True``), see :func:`robustjax.attacks.pgd`. Examples with a zero
+    gradient are left unchanged (``sign(0) = 0``; the ℓ2 direction is ``0/max(0, 1e-12)``).
+
+    Args:
+      logits_fn: model, ``x [N, ...] -> logits [N, K]``.
+      key: PRNG key (unused: FGSM is deterministic; accepted for the common attack signature).
+      x: clean inputs ``float32 [N, H, W, C]`` (or ``[N, D]``) inside ``box``.
+      y: ``int32 [N]`` true labels, or targets when ``targeted``.
+      eps: step length / ball radius ``>= 0``.
+      norm: ``"linf"`` or ``"l2"``.
+      loss: ``"ce"`` or ``"cw"``.
+      targeted: targeted variant.
+      kappa: confidence of the ``"cw"`` loss (``inf``: unclamped margin).
+      box: image domain, ``None`` for none.
+
+    Returns:
+      ``x_adv`` like ``x``, in the ε-ball and the box, wrapped in ``stop_gradient``.
+
+    Cost: one forward and one backward pass.
+
+    References:
+      Goodfellow et al., *Explaining and Harnessing Adversarial Examples*, ICLR 2015
+      (arXiv:1412.6572), Eqn (3).
+    """
+    V.check_nonnegative(eps, "eps")
+    V.check_choice(norm, "norm", P.NORMS)
+    V.check_choice(loss, "loss", B.LOSSES)
+    V.check_nonnegative(kappa, "kappa")
+    B.check_attack_inputs(logits_fn, key, x, y, box=box)
+    x = jnp.asarray(x)
+    y = jnp.asarray(y)
+
+    def total(z):
+        return jnp.sum(B.attack_loss(logits_fn(z), y, loss=loss, targeted=targeted, kappa=kappa))
+
+    g = jax.grad(total)(x)
+    tx = B.scale_by_sign() if norm == "linf" else B.normalize_l2()
+    u, _ = tx.update(g, tx.init(g))
+    x_adv = x + jnp.asarray(eps, x.dtype) * u
+    if box is not None:
+        x_adv = P.clip_box(x_adv, *box)
+    return jax.lax.stop_gradient(x_adv)
