@@ -1,0 +1,34 @@
+"""Smoke test of the README's main job with the few-second config."""
+
+import importlib.util
+import json
+import os
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quickstart_smoke(tmp_path):
+    cfg = _load("qs_config", os.path.join(_HERE, "configs", "quickstart.py")).get_config("smoke")
+    qs = _load("qs_main", os.path.join(_HERE, "quickstart.py"))
+    results = qs.train_and_evaluate(cfg, str(tmp_path))
+    for name in ("results.json", "table.md", "accuracy_vs_eps.png", "examples_standard.png",
+                 "examples_adversarial.png"):
+        path = tmp_path / name
+        assert path.exists() and path.stat().st_size > 0, name
+    with open(tmp_path / "accuracy_vs_eps.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["num_train"] == cfg.num_train and saved["num_test"] == cfg.num_test
+    for model in ("standard", "adversarial"):
+        clean = results["clean_accuracy"][model]
+        assert 0.0 <= clean <= 1.0
+        for acc in results["robust_accuracy"][model].values():
+            assert 0.0 <= acc <= clean + 1e-9  # robust never above clean
+    assert (tmp_path / "standard" / "metrics.jsonl").exists()
