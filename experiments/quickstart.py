@@ -31,10 +31,15 @@ from ml_collections import config_flags
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", "/tmp/robustjax_quickstart", "Directory for outputs.")
-config_flags.DEFINE_config_file(
-    "config", os.path.join(_HERE, "configs", "quickstart.py"), "Configuration file.",
-    lock_config=True)
+
+
+def _define_flags():
+    """Define the command-line flags (only when run as a script, so that several experiment
+    modules can be imported into one process, e.g. by the test suite)."""
+    flags.DEFINE_string("workdir", "/tmp/robustjax_quickstart", "Directory for outputs.")
+    config_flags.DEFINE_config_file(
+        "config", os.path.join(_HERE, "configs", "quickstart.py"), "Configuration file.",
+        lock_config=True)
 
 
 def _bound(attack, logits_fn, **kw):
@@ -150,5 +155,6 @@ def main(argv):
 if __name__ == "__main__":
     from robustjax import training as _training
 
+    _define_flags()
     _training.define_distributed_flags()
     app.run(main)
