@@ -3,7 +3,7 @@
 Gradient attacks (FGSM, PGD and its targeted / random-targeted / multi-targeted forms,
 Carlini–Wagner ℓ2), a black-box NES attack, and the BPDA / EOT wrappers that make
 non-differentiable or randomized defenses attackable by all of them; the stAdv flow attack;
-the L2L-DA recurrent generator attack.
+the L2L-DA recurrent generator attack; attacks on generative-model defenses through z*.
 """
 
 from robustjax.attacks._base import LOSSES
@@ -30,8 +30,22 @@ from robustjax.attacks._stadv import StadvSweep
 from robustjax.attacks._stadv import stadv
 from robustjax.attacks._stadv import stadv_flow
 from robustjax.attacks._stadv import stadv_tau_sweep
+from robustjax.attacks._generative import SCHEDULES
+from robustjax.attacks._generative import abs_latent_attack
+from robustjax.attacks._generative import advt_cw_l2
+from robustjax.attacks._generative import generative_cw_l2
+from robustjax.attacks._generative import generative_nes_l2
+from robustjax.attacks._generative import make_defensegan_attack
+from robustjax.attacks._generative import step_size_schedule
 
 __all__ = [
+    "SCHEDULES",
+    "abs_latent_attack",
+    "advt_cw_l2",
+    "generative_cw_l2",
+    "generative_nes_l2",
+    "make_defensegan_attack",
+    "step_size_schedule",
     "l2l_attack",
     "l2l_perturbation",
     "normalize_gradient",
