@@ -37,8 +37,18 @@ from robustjax.attacks._generative import generative_cw_l2
 from robustjax.attacks._generative import generative_nes_l2
 from robustjax.attacks._generative import make_defensegan_attack
 from robustjax.attacks._generative import step_size_schedule
+from robustjax.attacks._generators import advgan_attack
+from robustjax.attacks._generators import advgan_perturbation
+from robustjax.attacks._generators import gap_attack
+from robustjax.attacks._generators import gap_perturbation
+from robustjax.attacks._generators import l2l_star_attack
 
 __all__ = [
+    "advgan_attack",
+    "advgan_perturbation",
+    "gap_attack",
+    "gap_perturbation",
+    "l2l_star_attack",
     "SCHEDULES",
     "abs_latent_attack",
     "advt_cw_l2",

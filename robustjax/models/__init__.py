@@ -46,8 +46,16 @@ from robustjax.models._ride import RIDE_FCN_SPECS
 from robustjax.models._ride import RideFCN
 from robustjax.models._ride import make_reconstruction_net
 from robustjax.models._ride import ride_fcn
+from robustjax.models._attack_generators import AdvGANDiscriminator
+from robustjax.models._attack_generators import AdvGANGenerator
+from robustjax.models._attack_generators import GAPGenerator
+from robustjax.models._attack_generators import ResnetGenerator
 
 __all__ = [
+    "AdvGANDiscriminator",
+    "AdvGANGenerator",
+    "GAPGenerator",
+    "ResnetGenerator",
     "ClassConditionalVAE",
     "ClassConditionalVAETiny",
     "DCGANCritic",

@@ -122,10 +122,12 @@ class L2LGenerator(nn.Module):
       num_classes: number of classes (rows of the CondBN tables).
       latent_dim: ``d``, size of ``z`` and of the two dense layers (8 in the paper).
       features: filters of the (first, second, third) convolution: (64, 64, 128) in the paper.
-      conv_impl: ``"phase"`` (default) computes the 4×4 stride-2 convolutions and transposed
-        convolutions as stride-1 convolutions on space-to-depth / depth-to-space phases,
-        ``"lax"`` with ``lax.conv_general_dilated`` / ``lax.conv_transpose`` directly. Same
-        parameters, same function (tested); "phase" is several times faster on CPU.
+      conv_impl: ``"lax"`` (default) computes the 4×4 stride-2 convolutions and transposed
+        convolutions with ``lax.conv_general_dilated`` / ``lax.conv_transpose``; ``"phase"``
+        as stride-1 convolutions on space-to-depth / depth-to-space phases. Same parameters,
+        same function (tested). Which is faster depends on the backend and sizes (on a loaded
+        CPU "phase" was ~2x faster for the paper-size generator's fwd+bwd, but slower for the
+        whole iteration with a 16/16/32 generator); measure with the benchmark.
 
     Call: ``apply(variables, x, delta, grad, z, y, train=...)`` with ``x, delta, grad``
     ``[N, H, W, C]``, ``z`` ``[N, d]``, ``y`` ``int32 [N]``. Returns ``[N, H, W, C]`` in
@@ -135,7 +137,7 @@ class L2LGenerator(nn.Module):
     num_classes: int = 10
     latent_dim: int = 8
     features: tuple[int, int, int] = (64, 64, 128)
-    conv_impl: str = "phase"
+    conv_impl: str = "lax"
 
     @nn.compact
     def __call__(self, x, delta, grad, z, y, *, train: bool = False) -> Any:

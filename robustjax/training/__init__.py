@@ -42,8 +42,24 @@ from robustjax.training._l2lda import L2LDAState
 from robustjax.training._l2lda import create_l2lda_state
 from robustjax.training._l2lda import l2lda_generator_fn
 from robustjax.training._l2lda import make_l2lda_step
+from robustjax.training._l2lda import l2lda_generator_loss
+from robustjax.training._l2l_baselines import GeneratorState
+from robustjax.training._l2l_baselines import create_generator_state
+from robustjax.training._l2l_baselines import make_advgan_step
+from robustjax.training._l2l_baselines import make_gap_step
+from robustjax.training._l2l_baselines import make_l2l_generator_step
+from robustjax.training._l2l_baselines import make_l2l_star_step
+from robustjax.training._l2l_baselines import train_attack_generator
 
 __all__ = [
+    "l2lda_generator_loss",
+    "GeneratorState",
+    "create_generator_state",
+    "make_advgan_step",
+    "make_gap_step",
+    "make_l2l_generator_step",
+    "make_l2l_star_step",
+    "train_attack_generator",
     "adv_k_objective",
     "eps_ramp",
     "l2_penalty",

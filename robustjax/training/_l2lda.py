@@ -35,7 +35,10 @@ from robustjax.attacks._l2l import l2l_perturbation
 from robustjax.losses import cross_entropy
 from robustjax.losses._diversity import mode_seeking_diversity
 
-__all__ = ["L2LDAState", "create_l2lda_state", "make_l2lda_step", "l2lda_generator_fn"]
+__all__ = [
+    "L2LDAState", "create_l2lda_state", "make_l2lda_step", "l2lda_generator_fn",
+    "l2lda_generator_loss",
+]
 
 
 class L2LDAState(flax.struct.PyTreeNode):
@@ -92,16 +95,52 @@ def l2lda_generator_fn(generator_apply, variables) -> Callable:
     return generator_fn
 
 
+def l2lda_generator_loss(gen_apply, gen_params, gen_batch_stats, clf_logits, x, y, key, *,
+                         eps: float, lambda_div, num_steps: int, step_fraction: float,
+                         latent_dim: int):
+    r"""The generator's objective of L2L-DA (to be *minimised*; the paper maximises its negative).
+
+    Draws two codes per example, runs the recurrence for both in one ``2N`` batch (generator in
+    train mode, its batch statistics threaded through the T steps) and returns
+
+    .. math:: -\Big(\tfrac{1}{2N}\sum_{i,k} \mathrm{CE}(f(x_i + \delta^{(T)}(x_i, z_{ik})), y_i)
+              + \lambda\,\tfrac{1}{N}\sum_i d(\delta(x_i, z_{i1}), \delta(x_i, z_{i2}),
+              z_{i1}, z_{i2})\Big)
+
+    with ``d`` the mode-seeking ratio. Returns ``(loss, (delta [2N,...], new_gen_batch_stats,
+    mean_ce, mean_div, z [2N, d]))``. ``lambda_div`` may be a traced scalar.
+    """
+    n = x.shape[0]
+    z = jax.random.normal(key, (2 * n, latent_dim), jnp.float32)
+    x2 = jnp.concatenate([x, x], 0)
+    y2 = jnp.concatenate([y, y], 0)
+
+    def gen_fn(gbs, xx, d, g, zz, yy):
+        variables = {"params": gen_params, "batch_stats": gbs}
+        out, upd = gen_apply(variables, xx, d, g, zz, yy, train=True, mutable=["batch_stats"])
+        return out, upd["batch_stats"]
+
+    delta, gbs = l2l_perturbation(
+        gen_fn, clf_logits, x2, y2, z, eps=eps, num_steps=num_steps,
+        step_fraction=step_fraction, generator_state=gen_batch_stats)
+    ce = jnp.mean(cross_entropy(clf_logits(x2 + delta), y2))
+    div = jnp.mean(mode_seeking_diversity(delta[:n], delta[n:], z[:n], z[n:]))
+    loss = -(ce + lambda_div * div)
+    return loss, (delta, gbs, ce, div, z)
+
+
 def make_l2lda_step(*, eps: float, lambda_div: float, num_steps: int = 5,
                     step_fraction: float = 0.5, latent_dim: int = 8, clean_weight: float = 0.0,
                     axis_name: str | None = None) -> Callable:
-    """Build the pure ``step(state, batch, key) -> (state, metrics)`` of L2L-DA training.
+    """Build the pure ``step(state, batch, key, lambda_div=None) -> (state, metrics)`` of L2L-DA.
 
     Args:
       eps: ℓ∞ radius of the generated attacks.
-      lambda_div: λ of the diversity term (paper: 0.02 MNIST, 0.5 CIFAR-10, 0.3 Tiny ImageNet);
-        0 gives the recurrent generator without diversity.
+      lambda_div: default λ of the diversity term (paper: 0.02 MNIST, 0.5 CIFAR-10, 0.3 Tiny
+        ImageNet); 0 gives the recurrent generator without diversity. The step also accepts
+        ``lambda_div`` as a 4th (traced) argument, so runs with different λ share one compile.
       num_steps: recurrence length T; step_fraction: per-step size as a fraction of ε.
+        ``num_steps=1, step_fraction=1, lambda_div=0`` is the one-step L2L* baseline.
       latent_dim: d (8 in the paper).
       clean_weight: weight of the clean-example loss in the classifier step (0: adversarial only).
       axis_name: ``pmap`` axis to average gradients and statistics over, or ``None``.
@@ -112,17 +151,17 @@ def make_l2lda_step(*, eps: float, lambda_div: float, num_steps: int = 5,
     V.check_nonnegative(eps, "eps")
     V.check_nonnegative(lambda_div, "lambda_div")
     V.check_positive_int(num_steps, "num_steps")
+    V.check_positive(step_fraction, "step_fraction")
     V.check_positive_int(latent_dim, "latent_dim")
     V.check_nonnegative(clean_weight, "clean_weight")
+    default_lambda = lambda_div
 
     def pmean(t):
         return jax.lax.pmean(t, axis_name) if axis_name is not None else t
 
-    def step(state: L2LDAState, batch, key):
+    def step(state: L2LDAState, batch, key, lambda_div=None):
+        lam = default_lambda if lambda_div is None else lambda_div
         x, y = batch["image"], batch["label"]
-        n = x.shape[0]
-        z = jax.random.normal(key, (2 * n, latent_dim), jnp.float32)
-        x2 = jnp.concatenate([x, x], 0)
         y2 = jnp.concatenate([y, y], 0)
 
         def clf_logits(v):  # train-mode BN, statistics discarded
@@ -130,35 +169,29 @@ def make_l2lda_step(*, eps: float, lambda_div: float, num_steps: int = 5,
                              train=True)[0]
 
         def gen_loss(gp):
-            def gen_fn(gbs, xx, d, g, zz, yy):
-                variables = {"params": gp, "batch_stats": gbs}
-                out, upd = state.gen_apply(variables, xx, d, g, zz, yy, train=True,
-                                           mutable=["batch_stats"])
-                return out, upd["batch_stats"]
+            return l2lda_generator_loss(
+                state.gen_apply, gp, state.gen_batch_stats, clf_logits, x, y, key, eps=eps,
+                lambda_div=lam, num_steps=num_steps, step_fraction=step_fraction,
+                latent_dim=latent_dim)
 
-            delta, gbs = l2l_perturbation(
-                gen_fn, clf_logits, x2, y2, z, eps=eps, num_steps=num_steps,
-                step_fraction=step_fraction, generator_state=state.gen_batch_stats)
-            ce = cross_entropy(clf_logits(x2 + delta), y2)
-            div = mode_seeking_diversity(delta[:n], delta[n:], z[:n], z[n:])
-            loss = -(jnp.mean(ce) + lambda_div * jnp.mean(div))
-            return loss, (delta, gbs, jnp.mean(ce), jnp.mean(div))
-
-        (gl, (delta, gbs, ce_gen, div)), ggrads = jax.value_and_grad(gen_loss, has_aux=True)(
-            state.gen_params)
+        (gl, (delta, gbs, ce_gen, div, _)), ggrads = jax.value_and_grad(
+            gen_loss, has_aux=True)(state.gen_params)
         ggrads, gbs = pmean(ggrads), pmean(gbs)
         gupd, gopt = state.gen_tx.update(ggrads, state.gen_opt_state, state.gen_params)
         gparams = optax.apply_updates(state.gen_params, gupd)
 
-        x_adv = jax.lax.stop_gradient(x2 + delta)
+        x_adv = jax.lax.stop_gradient(jnp.concatenate([x, x], 0) + delta)
 
         def clf_loss(cp):
-            logits, cbs = _clf_call(state.clf_apply, cp, state.clf_batch_stats, x_adv,
-                                    train=True)
+            if clean_weight:  # one train-mode pass over [x_adv; x]: shared batch statistics
+                logits, cbs = _clf_call(state.clf_apply, cp, state.clf_batch_stats,
+                                        jnp.concatenate([x_adv, x], 0), train=True)
+                logits, clean_logits = logits[:x_adv.shape[0]], logits[x_adv.shape[0]:]
+            else:
+                logits, cbs = _clf_call(state.clf_apply, cp, state.clf_batch_stats, x_adv,
+                                        train=True)
             loss = jnp.mean(cross_entropy(logits, y2))
             if clean_weight:
-                clean_logits, _ = _clf_call(state.clf_apply, cp, state.clf_batch_stats, x,
-                                            train=True)
                 loss = loss + clean_weight * jnp.mean(cross_entropy(clean_logits, y))
             acc = jnp.mean(jnp.argmax(logits, -1) == y2)
             return loss, (cbs, acc)

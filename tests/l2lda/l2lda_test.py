@@ -125,18 +125,24 @@ def test_mode_seeking_diversity_matches_numpy():
         mode_seeking_diversity(d1, d2[:2], z1, z2)
 
 
+_STEP_CACHE = {}
+
+
 def _train(lambda_div, steps, x, y):
     clf, gen = _TinyClf(), L2LGeneratorTiny()
     state = create_l2lda_state(clf, gen, jax.random.key(0), (16, 28, 28, 1),
                                clf_tx=optax.adam(1e-3), gen_tx=optax.adam(1e-3))
-    step = jax.jit(make_l2lda_step(eps=0.3, lambda_div=lambda_div, num_steps=3,
-                                   latent_dim=gen.latent_dim))
+    if "step" not in _STEP_CACHE:  # λ is a traced argument: one compile for every λ
+        _STEP_CACHE["step"] = jax.jit(make_l2lda_step(eps=0.3, lambda_div=0.0, num_steps=3,
+                                                      latent_dim=gen.latent_dim))
+    step = _STEP_CACHE["step"]
+    lam = jnp.float32(lambda_div)
     metrics = []
     for i in range(steps):
         sl = slice((16 * i) % 256, (16 * i) % 256 + 16)
-        state, m = step(state, {"image": x[sl], "label": y[sl]}, jax.random.key(100 + i))
-        metrics.append(jax.device_get(m))
-    return state, gen, metrics
+        state, m = step(state, {"image": x[sl], "label": y[sl]}, jax.random.key(100 + i), lam)
+        metrics.append(m)
+    return state, gen, jax.device_get(metrics)
 
 
 @pytest.mark.slow
@@ -145,7 +151,7 @@ def test_training_diversity_and_attack_strength():
     xt, yt = _mnist(64, "test")
     results = {}
     for lam in (0.0, 1.0):
-        state, gen, metrics = _train(lam, 30, x, y)
+        state, gen, metrics = _train(lam, 20, x, y)
         assert all(np.isfinite(m["clf_loss"]) for m in metrics)
         gvars = {"params": state.gen_params, "batch_stats": state.gen_batch_stats}
         cvars = {"params": state.clf_params, "batch_stats": state.clf_batch_stats}

@@ -1,0 +1,106 @@
+"""L2L-DA configuration (Jang et al., ICCV 2019): Table A layout and Figure B grid.
+
+Variants (``--config experiments/configs/l2lda.py:<variant>``):
+
+* ``default`` — small CPU run on the embedded MNIST digits, LeNet-5, ε = 0.3, a narrowed
+  generator (16/16/32 channels); ~10 min on 2 idle CPU cores.
+* ``mnist`` — MNIST (tfds) LeNet-5 with the paper's generator and λ = 0.02.
+* ``cifar10`` — CIFAR-10 ResNet-20 at ε = 8/255, λ = 0.5 (needs tfds data, an accelerator).
+* ``tiny_imagenet`` — Tiny ImageNet ResNet-18 at ε = 8/255, λ = 0.3 (needs a loader for
+  ``tiny_imagenet`` in ``robustjax.data``; not available offline).
+* ``smoke`` — seconds-scale variant for ``experiments/l2lda_test.py``.
+"""
+
+import ml_collections
+
+
+def get_config(variant: str = "default") -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.dataset = "mnist_embedded"
+    c.num_train = 10000
+    c.num_test = 500
+    c.model = "lenet5"               # lenet5 | resnet20 | resnet18
+    c.num_classes = 10
+    c.eps = 0.3
+    # Rows of Table A (classifiers) and their training.
+    c.rows = ("Plain", "PGD10", "PGD40", "L2L*", "L2L-DA")
+    c.batch_size = 128
+    c.learning_rate = 1e-3           # Adam, every row
+    c.epochs = 2                     # every row
+    c.pgd_step_factor = 2.5          # PGD-k training / evaluation step = factor * eps / k
+    # L2L-DA generator (supplement A.1) and min-max training.
+    c.gen_features = (16, 16, 32)    # paper: (64, 64, 128)
+    c.latent_dim = 8                 # d = 8 in every experiment of the paper
+    c.lambda_div = 0.02              # supplement A.2: 0.02 MNIST, 0.5 CIFAR-10, 0.3 Tiny ImageNet
+    c.l2l_steps = 5                  # recurrence length T
+    c.l2l_step_fraction = 0.5        # per-step size / eps
+    c.gen_learning_rate = 1e-3
+    c.clean_weight = 0.0
+    # Attack generators trained against each row's classifier (Table A columns).
+    c.attack_gen_steps = 300
+    c.attack_gen_batch_size = 128
+    c.advgan_features = 8
+    c.advgan_blocks = 4
+    c.gap_features = 16
+    c.gap_blocks = 2
+    # Evaluation columns: FGSM, PGD-k, C&W-loss PGD-k (ℓ∞, Table A's CW100 / CW1000).
+    c.eval_pgd_steps = (10, 100)
+    c.eval_cw_steps = (100, 1000)
+    c.eval_batch_size = 250
+    c.figure_num_z = 8               # Figure B columns
+    c.progress = True
+    if variant == "default":
+        pass
+    elif variant == "smoke":
+        c.num_train = 256
+        c.num_test = 32
+        c.rows = ("Plain", "L2L-DA")
+        c.batch_size = 64
+        c.epochs = 1
+        c.gen_features = (4, 4, 8)
+        c.latent_dim = 4
+        c.l2l_steps = 2
+        c.attack_gen_steps = 2
+        c.attack_gen_batch_size = 32
+        c.advgan_features = 2
+        c.advgan_blocks = 1
+        c.gap_features = 2
+        c.gap_blocks = 1
+        c.eval_pgd_steps = (2, 3)
+        c.eval_cw_steps = (2, 3)
+        c.eval_batch_size = 32
+        c.figure_num_z = 3
+        c.progress = False
+    elif variant == "mnist":
+        c.dataset = "mnist"
+        c.num_train = 60000
+        c.num_test = 10000
+        c.epochs = 30
+        c.gen_features = (64, 64, 128)
+        c.attack_gen_steps = 5000
+        c.advgan_features = 8
+        c.gap_features = 32
+        c.gap_blocks = 4
+    elif variant in ("cifar10", "tiny_imagenet"):
+        c.dataset = variant
+        c.num_train = 50000 if variant == "cifar10" else 100000
+        c.num_test = 10000
+        c.model = "resnet20" if variant == "cifar10" else "resnet18"
+        c.num_classes = 10 if variant == "cifar10" else 200
+        c.eps = 8 / 255
+        c.lambda_div = 0.5 if variant == "cifar10" else 0.3
+        c.epochs = 100
+        c.batch_size = 128
+        c.learning_rate = 1e-3
+        c.gen_features = (64, 64, 128)
+        c.attack_gen_steps = 10000
+        c.advgan_features = 16
+        c.gap_features = 64
+        c.gap_blocks = 6
+        c.eval_batch_size = 500
+    else:
+        raise ValueError(
+            f"unknown l2lda config variant {variant!r} "
+            "(default, smoke, mnist, cifar10, tiny_imagenet)")
+    return c

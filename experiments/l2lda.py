@@ -1,0 +1,370 @@
+"""L2L-DA (Jang et al., ICCV 2019): Table A and Figure B of the supplement.
+
+Trains one classifier per row — ``Plain`` (standard), ``PGD10`` / ``PGD40`` (Madry PGD-k
+adversarial training), ``L2L*`` (min-max with a one-step generator, no recurrence, no diversity)
+and ``L2L-DA`` (recurrent generator of diverse attacks, min-max) — then attacks each with the
+columns of Table A: FGSM, PGD-k, C&W-loss PGD-k (ℓ∞, Table A's "CW100 / CW1000"), and three
+generators **trained against that row's classifier** (fixed, eval mode): AdvGAN, GAP and an
+L2L-DA generator (T steps, λ). ``Min`` is the per-example minimum over all columns. Writes to
+``--workdir``:
+
+* ``table.md`` / ``results.json`` — the table (also printed) and raw numbers;
+* ``figure_b.png`` — Figure B: one test digit per class (rows) attacked by the min-max L2L-DA
+  generator with several codes ``z`` (columns); left half the adversarial image, right half
+  the perturbation rescaled as in the supplement (ε-ball → 1/2, shifted by 1/2).
+
+Usage::
+
+    python experiments/l2lda.py --workdir /tmp/l2lda
+    python experiments/l2lda.py --workdir /tmp/l2lda --config experiments/configs/l2lda.py:smoke
+
+Classifier checkpoints are not written (the small run takes minutes); ``fit`` logs the
+Plain / PGD rows under ``workdir/<row>/``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+    """Define the command-line flags (only when run as a script, so that several experiment
+    modules can be imported into one process, e.g. by the test suite)."""
+    flags.DEFINE_string("workdir", "/tmp/robustjax_l2lda", "Directory for outputs.")
+    config_flags.DEFINE_config_file(
+        "config", os.path.join(_HERE, "configs", "l2lda.py"), "Configuration file.",
+        lock_config=True)
+
+
+def _classifier(config):
+    from robustjax import models
+
+    if config.model == "lenet5":
+        return models.LeNet5(num_classes=config.num_classes)
+    if config.model == "resnet20":
+        return models.ResNet20(num_classes=config.num_classes)
+    if config.model == "resnet18":
+        return models.ResNet18(num_classes=config.num_classes)
+    raise ValueError(f"unknown model {config.model!r}")
+
+
+def _variables(params, batch_stats):
+    v = {"params": params}
+    if batch_stats:
+        v["batch_stats"] = batch_stats
+    return v
+
+
+def _fit_minmax(step, state, train, *, key, epochs, batch_size, progress, name):
+    """Run a jitted L2L min-max step over ``epochs`` shuffled epochs."""
+    import jax
+
+    from robustjax import data
+
+    step = jax.jit(step)
+    metrics = {}
+    for epoch in range(epochs):
+        kd = jax.random.fold_in(key, epoch)
+        for i, batch in enumerate(data.batches(kd, train, batch_size=batch_size)):
+            state, metrics = step(state, batch, jax.random.fold_in(kd, 10_000 + i))
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if progress:
+            print(f"[{name}] epoch {epoch + 1}: " + ", ".join(
+                f"{k}={v:.3f}" for k, v in metrics.items()))
+    return state, metrics
+
+
+def train_rows(config, train, test, key, workdir):
+    """Train the classifier of every row; returns ``{row: (variables, extra)}``."""
+    import jax
+    import optax
+
+    from robustjax import attacks, training
+    from robustjax.models._l2l import L2LGenerator
+    from robustjax.training._l2l_baselines import make_l2l_star_step
+    from robustjax.training._l2lda import create_l2lda_state, make_l2lda_step
+
+    model = _classifier(config)
+    shape = (config.batch_size,) + tuple(train.images.shape[1:])
+    out, timings = {}, {}
+    for r, row in enumerate(config.rows):
+        k = jax.random.fold_in(key, r)
+        t0 = time.perf_counter()
+        if row in ("Plain",) or row.startswith("PGD"):
+            if row == "Plain":
+                objective = training.standard_objective()
+            else:
+                steps = int(row[3:])
+                attack = functools.partial(
+                    attacks.pgd, eps=config.eps, steps=steps,
+                    step_size=config.pgd_step_factor * config.eps / steps, random_start=True)
+                objective = training.adversarial_objective(attack)
+            state, _ = training.fit(
+                model, objective, train, key=k, num_epochs=config.epochs,
+                batch_size=config.batch_size, optimizer="adam",
+                learning_rate=config.learning_rate, progress=config.progress,
+                workdir=os.path.join(workdir, row.lower()))
+            out[row] = {"variables": _variables(state.params, state.batch_stats)}
+        elif row in ("L2L*", "L2L-DA"):
+            gen = L2LGenerator(num_classes=config.num_classes, latent_dim=config.latent_dim,
+                               features=tuple(config.gen_features))
+            state = create_l2lda_state(
+                model, gen, k, shape, clf_tx=optax.adam(config.learning_rate),
+                gen_tx=optax.adam(config.gen_learning_rate))
+            if row == "L2L*":
+                step = make_l2l_star_step(eps=config.eps, latent_dim=config.latent_dim,
+                                          clean_weight=config.clean_weight)
+            else:
+                step = make_l2lda_step(
+                    eps=config.eps, lambda_div=config.lambda_div, num_steps=config.l2l_steps,
+                    step_fraction=config.l2l_step_fraction, latent_dim=config.latent_dim,
+                    clean_weight=config.clean_weight)
+            state, metrics = _fit_minmax(
+                step, state, train, key=k, epochs=config.epochs,
+                batch_size=config.batch_size, progress=config.progress, name=row)
+            out[row] = {
+                "variables": _variables(state.clf_params, state.clf_batch_stats),
+                "generator": (gen, {"params": state.gen_params,
+                                    "batch_stats": state.gen_batch_stats}),
+                "final_metrics": metrics,
+            }
+        else:
+            raise ValueError(f"unknown row {row!r}")
+        timings[f"train_{row}_s"] = time.perf_counter() - t0
+    return model, out, timings
+
+
+def train_attack_generators(config, model, clf_variables, train, key):
+    """AdvGAN, GAP and L2L-DA generators trained against one fixed classifier; returns
+    ``{column: generator_fn}`` with the closures the attacks take."""
+    import jax
+
+    from robustjax.training import _l2l_baselines as B
+    from robustjax.training._l2lda import l2lda_generator_fn
+
+    steps = _attack_gen_steps(config, model)
+    nets, txs = steps["nets"], steps["txs"]
+    shape = (config.attack_gen_batch_size,) + tuple(train.images.shape[1:])
+    common = dict(num_steps=config.attack_gen_steps, batch_size=config.attack_gen_batch_size,
+                  jit=False)
+    fns = {}
+    k_adv, k_gap, k_l2l = jax.random.split(key, 3)
+
+    g = nets["advgan"]
+    st = B.create_generator_state(g, k_adv, shape, tx=txs["advgan"],
+                                  discriminator=nets["disc"], disc_tx=txs["disc"])
+    st, _ = B.train_attack_generator(steps["advgan"], st, clf_variables, train.images,
+                                     train.labels, key=k_adv, **common)
+    fns["AdvGAN"] = functools.partial(g.apply, {"params": st.params})
+
+    g = nets["gap"]
+    st = B.create_generator_state(g, k_gap, shape, tx=txs["gap"])
+    st, _ = B.train_attack_generator(steps["gap"], st, clf_variables, train.images,
+                                     train.labels, key=k_gap, **common)
+    fns["GAP"] = functools.partial(g.apply, {"params": st.params})
+
+    g = nets["l2l"]
+    st = B.create_generator_state(g, k_l2l, shape, tx=txs["l2l"])
+    st, _ = B.train_attack_generator(steps["l2l"], st, clf_variables, train.images,
+                                     train.labels, key=k_l2l, **common)
+    fns["L2L-DA"] = l2lda_generator_fn(g.apply, {"params": st.params,
+                                                 "batch_stats": st.batch_stats})
+    return fns
+
+
+_STEP_CACHE: dict = {}
+
+
+def _attack_gen_steps(config, model):
+    """Jitted generator steps, networks and optimisers, created once per (config, classifier)
+    so that the generators of every row share one compile (static pytree fields — apply
+    functions, optimisers — must be the same objects for the jit cache to hit)."""
+    import jax
+    import optax
+
+    from robustjax.models._attack_generators import (AdvGANDiscriminator, AdvGANGenerator,
+                                                     GAPGenerator)
+    from robustjax.models._l2l import L2LGenerator
+    from robustjax.training import _l2l_baselines as B
+
+    key = (id(config), id(model))
+    if key not in _STEP_CACHE:
+        _STEP_CACHE.clear()
+        _STEP_CACHE[key] = {
+            "advgan": jax.jit(B.make_advgan_step(model.apply, eps=config.eps)),
+            "gap": jax.jit(B.make_gap_step(model.apply, eps=config.eps)),
+            "l2l": jax.jit(B.make_l2l_generator_step(
+                model.apply, eps=config.eps, lambda_div=config.lambda_div,
+                num_steps=config.l2l_steps, step_fraction=config.l2l_step_fraction,
+                latent_dim=config.latent_dim)),
+            "nets": {
+                "advgan": AdvGANGenerator(config.advgan_features, config.advgan_blocks),
+                "disc": AdvGANDiscriminator(config.advgan_features),
+                "gap": GAPGenerator(config.gap_features, config.gap_blocks),
+                "l2l": L2LGenerator(num_classes=config.num_classes,
+                                    latent_dim=config.latent_dim,
+                                    features=tuple(config.gen_features)),
+            },
+            "txs": {"advgan": optax.adam(1e-3), "disc": optax.adam(1e-3),
+                    "gap": optax.adam(1e-3), "l2l": optax.adam(config.gen_learning_rate)},
+        }
+    return _STEP_CACHE[key]
+
+
+def attack_suite(config, logits_fn, gen_fns):
+    """The Table A columns bound to ``logits_fn``: ``{name: (key, x, y) -> x_adv}``."""
+    from robustjax import attacks, evaluation
+    from robustjax.attacks._generators import advgan_attack, gap_attack
+    from robustjax.attacks._l2l import l2l_attack
+
+    eps, bind = config.eps, evaluation.bind_attack
+    suite = {"FGSM": bind(attacks.fgsm, logits_fn, eps=eps)}
+    for k in config.eval_pgd_steps:
+        suite[f"PGD{k}"] = bind(attacks.pgd, logits_fn, eps=eps, steps=k,
+                                step_size=config.pgd_step_factor * eps / k, random_start=True)
+    for k in config.eval_cw_steps:
+        suite[f"CW{k}"] = bind(attacks.pgd, logits_fn, eps=eps, steps=k, loss="cw",
+                               step_size=config.pgd_step_factor * eps / k, random_start=True)
+    suite["AdvGAN"] = bind(advgan_attack, logits_fn, generator_fn=gen_fns["AdvGAN"], eps=eps)
+    suite["GAP"] = bind(gap_attack, logits_fn, generator_fn=gen_fns["GAP"], eps=eps)
+    suite["L2L-DA"] = bind(l2l_attack, logits_fn, generator_fn=gen_fns["L2L-DA"], eps=eps,
+                           latent_dim=config.latent_dim, num_steps=config.l2l_steps,
+                           step_fraction=config.l2l_step_fraction)
+    return suite
+
+
+def figure_b(path, generator, gen_variables, logits_fn, test, *, eps, num_z, latent_dim,
+             num_steps, step_fraction, key, num_classes=10):
+    """Figure B: rows = classes (first test example of each), columns = codes ``z``; each cell
+    is ``[x + δ | δ/(2ε) + 1/2]`` side by side."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from robustjax.attacks._l2l import l2l_perturbation
+    from robustjax.training._l2lda import l2lda_generator_fn
+
+    labels = np.asarray(test.labels)
+    classes = [c for c in range(num_classes) if np.any(labels == c)]
+    idx = np.array([int(np.argmax(labels == c)) for c in classes])
+    x = jnp.asarray(test.images[idx])
+    y = jnp.asarray(labels[idx])
+    gfn = l2lda_generator_fn(generator.apply, gen_variables)
+    z = jax.random.normal(key, (num_z, len(idx), latent_dim))
+    run = jax.jit(jax.vmap(lambda zz: l2l_perturbation(
+        gfn, logits_fn, x, y, zz, eps=eps, num_steps=num_steps, step_fraction=step_fraction)))
+    deltas = np.asarray(run(z))                                   # [Z, R, H, W, C]
+    adv = np.clip(np.asarray(x)[None] + deltas, 0, 1)
+    noise = np.clip(deltas / (2 * eps) + 0.5, 0, 1)
+    cells = np.concatenate([adv, noise], axis=3)                  # [Z, R, H, 2W, C]
+    r, h, w2 = len(idx), cells.shape[2], cells.shape[3]
+    fig = Figure(figsize=(1.2 * num_z * 2, 1.2 * r))
+    FigureCanvasAgg(fig)
+    for i in range(r):
+        for j in range(num_z):
+            ax = fig.add_subplot(r, num_z, i * num_z + j + 1)
+            img = cells[j, i]
+            if img.shape[-1] == 1:
+                ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=1)
+            else:
+                ax.imshow(img)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(str(classes[i]))
+            if i == 0:
+                ax.set_title(f"z{j}", fontsize=8)
+    del h, w2
+    fig.suptitle("L2L-DA: adversarial image | perturbation (ε-ball → [0, 1])")
+    fig.savefig(path, dpi=80)
+    return path
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Run the experiment; returns the results dictionary also written to ``results.json``."""
+    import jax
+
+    from robustjax import data, evaluation, models
+
+    os.makedirs(workdir, exist_ok=True)
+    key = jax.random.key(config.seed)
+    k_train, k_gen, k_eval, k_fig = jax.random.split(key, 4)
+    train = data.subset(data.load_dataset(config.dataset, "train"), slice(0, config.num_train))
+    test = data.subset(data.load_dataset(config.dataset, "test"), slice(0, config.num_test))
+
+    model, rows, timings = train_rows(config, train, test, k_train, workdir)
+    reports = {}
+    for r, (row, info) in enumerate(rows.items()):
+        logits_fn = models.make_logits_fn(model, info["variables"])
+        t0 = time.perf_counter()
+        gen_fns = train_attack_generators(config, model, info["variables"], train,
+                                          jax.random.fold_in(k_gen, r))
+        timings[f"attack_generators_{row}_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        reports[row] = evaluation.robustness_report(
+            logits_fn, test.images, test.labels, attack_suite(config, logits_fn, gen_fns),
+            key=k_eval, batch_size=config.eval_batch_size, progress=config.progress, desc=row)
+        timings[f"evaluate_{row}_s"] = time.perf_counter() - t0
+
+    table = evaluation.format_table(reports, corner="Defense")
+    fig_path = None
+    if "L2L-DA" in rows:
+        gen, gvars = rows["L2L-DA"]["generator"]
+        fig_path = figure_b(
+            os.path.join(workdir, "figure_b.png"), gen, gvars,
+            models.make_logits_fn(model, rows["L2L-DA"]["variables"]), test, eps=config.eps,
+            num_z=config.figure_num_z, latent_dim=config.latent_dim,
+            num_steps=config.l2l_steps, step_fraction=config.l2l_step_fraction, key=k_fig,
+            num_classes=config.num_classes)
+    results = {
+        "config": config.to_dict(),
+        "num_train": int(len(train.labels)),
+        "num_test": int(len(test.labels)),
+        "clean_accuracy": {k: r.clean_accuracy for k, r in reports.items()},
+        "robust_accuracy": {k: dict(r.robust_accuracy) for k, r in reports.items()},
+        "min_accuracy": {k: r.min_accuracy() for k, r in reports.items()},
+        "l2l_final_metrics": {k: v.get("final_metrics") for k, v in rows.items()
+                              if "final_metrics" in v},
+        "timings_s": timings,
+        "figure_b": fig_path,
+        "devices": [str(d) for d in jax.devices()],
+    }
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2, default=float)
+    with open(os.path.join(workdir, "table.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+    print("timings (s): " + ", ".join(f"{k}={v:.1f}" for k, v in timings.items()))
+    print(f"outputs written to {workdir}")
+    return results
+
+
+def main(argv):
+    del argv
+    from absl import logging
+
+    from robustjax import training
+
+    logging.set_verbosity(logging.WARNING)
+    training.initialize_from_args(FLAGS)
+    train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+    _define_flags()
+    from robustjax import training as _training
+
+    _training.define_distributed_flags()
+    app.run(main)

@@ -1,0 +1,42 @@
+"""Smoke test of the L2L-DA experiment (Table A layout, Figure B) with the seconds-scale config."""
+
+import importlib.util
+import json
+import os
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_l2lda_experiment_smoke(tmp_path):
+    cfg = _load("l2lda_config", os.path.join(_HERE, "configs", "l2lda.py")).get_config("smoke")
+    exp = _load("l2lda_main", os.path.join(_HERE, "l2lda.py"))
+    results = exp.train_and_evaluate(cfg, str(tmp_path))
+    for name in ("results.json", "table.md", "figure_b.png"):
+        path = tmp_path / name
+        assert path.exists() and path.stat().st_size > 0, name
+    with open(tmp_path / "figure_b.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["num_test"] == cfg.num_test
+    columns = (["FGSM"] + [f"PGD{k}" for k in cfg.eval_pgd_steps]
+               + [f"CW{k}" for k in cfg.eval_cw_steps] + ["AdvGAN", "GAP", "L2L-DA"])
+    table = (tmp_path / "table.md").read_text()
+    header = table.splitlines()[0]
+    for col in ["Natural"] + columns + ["Min"]:
+        assert col in header, col
+    assert list(results["clean_accuracy"]) == list(cfg.rows)
+    for row in cfg.rows:
+        assert row in table
+        clean = results["clean_accuracy"][row]
+        robust = results["robust_accuracy"][row]
+        assert sorted(robust) == sorted(columns)
+        for acc in robust.values():
+            assert 0.0 <= acc <= clean + 1e-9  # robust never above clean
+        assert results["min_accuracy"][row] <= min(robust.values()) + 1e-9
