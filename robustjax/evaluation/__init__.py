@@ -24,8 +24,14 @@ from robustjax.evaluation._report import distortion
 from robustjax.evaluation._report import format_table
 from robustjax.evaluation._report import robust_accuracy
 from robustjax.evaluation._report import robustness_report
+from robustjax.evaluation._protocols import LLR_ATTACKS
+from robustjax.evaluation._protocols import adam_step_schedule
+from robustjax.evaluation._protocols import llr_evaluation_attacks
 
 __all__ = [
+    "LLR_ATTACKS",
+    "adam_step_schedule",
+    "llr_evaluation_attacks",
     "Curve",
     "MaskingFlag",
     "RobustnessReport",

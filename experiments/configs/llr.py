@@ -1,0 +1,183 @@
+"""Configurations of the LLR experiment (Qin et al., NeurIPS 2019; ``experiments/llr.py``).
+
+Variants (``--config experiments/configs/llr.py:<variant>``):
+
+* ``default`` — small CPU run on the embedded MNIST digits: a softplus MLP (256 hidden units,
+  input normalisation; choice: without normalisation a softplus network trains very slowly
+  with Adam, and an MLP keeps the whole study within minutes on CPU) trained with LLR,
+  TRADES and ADV-k, plus ADV-1/ADV-2/LLR-1/LLR-2 for the gradient-obfuscation study (Table F4),
+  evaluated with a shrunk F.1 protocol. **ε = 0.1** (choice: at 0.3 the few-epoch LLR/TRADES
+  runs that fit in minutes on 2 CPU cores stay far from converged, whereas 0.1 trains in one or
+  two epochs; the paper has no MNIST setting). ≈10 min on 2 idle cores.
+* ``smoke`` — seconds; used by ``experiments/llr_test.py``.
+* ``cifar10`` — appendix F.2: Wide-ResNet-28-8 (softplus), ε = 8/255 ramped over 15 epochs,
+  SGD momentum 0.9, lr 0.1 decayed ×0.1 after 100 and 105 of 110 epochs, batch 256, ℓ2 2e-4;
+  LLR λ = 4, μ = 3, nominal weight 2, 10 Adam steps of 0.1; TRADES β = 6; full F.1 evaluation
+  (200 steps, 20 restarts). Needs the tfds ``cifar10`` data and accelerators; not run here.
+* ``imagenet`` — appendix F.2 ImageNet (4/255): ResNet-152, lr 0.1 decayed ×0.1 after 35, 70
+  and 95 of 100 epochs, batch 512, ℓ2 1e-4, ε ramped over 20 epochs, LLR λ = 3, μ = 6, nominal
+  weight 3, 2 Adam steps of 0.1. Needs ImageNet data and a bottleneck ResNet-152, neither of
+  which robustjax ships yet: ``train_and_evaluate`` raises ``NotImplementedError``.
+"""
+
+import ml_collections
+
+
+def _base() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.dataset = "mnist_embedded"
+    c.num_train = 10000
+    c.num_test = 500
+    # Model: "cnn" = robustjax.models.MnistCNN, "mlp" = MLP, "wrn" = WideResNet, "resnet152".
+    c.model = "mlp"
+    c.activation = "softplus"
+    c.features = (16, 32)              # cnn only
+    c.kernel_size = 5                  # cnn only
+    c.hidden = 256
+    c.input_mean = (0.1307,)           # input normalisation inside the model (MNIST
+    c.input_std = (0.3081,)            # statistics, per channel)
+    c.wrn_depth = 28
+    c.wrn_width = 8
+    # Optimisation.
+    c.optimizer = "adam"
+    c.learning_rate = 1e-3
+    c.schedule = "constant"
+    c.decay_boundaries = (0.5, 0.75)   # fractions of the run for schedule = "piecewise"
+    c.momentum = 0.9
+    c.batch_size = 128
+    c.num_epochs = 3
+    c.weight_decay = 0.0               # l2 penalty inside the objectives
+    # Threat model and training attacks.
+    c.eps = 0.1
+    c.eps_ramp_epochs = 0.5            # linear ramp of eps from 0 (F.2); 0 = constant
+    c.inner_step_size = 0.1            # Adam step size of the inner loops (LLR, ADV-k)
+    # Models of the main table (LLR, TRADES, ADV-k: k inner steps each).
+    c.llr_steps = 2
+    c.trades_steps = 2
+    c.adv_steps = 2
+    c.llr_lambda = 4.0
+    c.llr_mu = 3.0
+    c.llr_nominal_weight = 2.0
+    c.trades_beta = 6.0
+    c.trades_step_size = 0.05          # sign steps of TRADES' KL maximisation
+    # Gradient-obfuscation study (Table F4): ADV-k and LLR-k for these k.
+    c.obfuscation_steps = (1, 2)
+    # Evaluation protocol (F.1, shrunk here).
+    c.eval_steps = 50
+    c.eval_restarts = 2
+    c.eval_mt_steps = 30
+    c.eval_mt_restarts = 1
+    c.eval_fgsm_steps = 20
+    c.eval_monitor_steps = 50
+    c.eval_batch_size = 250
+    # Attacks run on every model (Untargeted and Multi-Targeted are required).
+    c.eval_attacks = ("FGSM", "FGSM-20", "PGD-50", "Untargeted", "Multi-Targeted")
+    # sqrt(gamma) histogram (Fig. F3): 50 Adam steps of 0.1 as in F.4.
+    c.gamma_steps = 50
+    c.gamma_step_size = 0.1
+    c.gamma_restarts = 1
+    c.num_gamma = 500
+    # Loss surface (Fig. A1): test example index, grid resolution, extent in units of eps.
+    c.surface_index = 0
+    c.surface_points = 21
+    c.surface_extent = 2.0
+    c.progress = True
+    return c
+
+
+def get_config(variant: str = "default") -> ml_collections.ConfigDict:
+    c = _base()
+    if variant == "default":
+        pass
+    elif variant == "smoke":
+        c.num_train = 256
+        c.num_test = 32
+        c.model = "mlp"
+        c.hidden = 16
+        c.eval_attacks = ("FGSM", "Untargeted", "Multi-Targeted")
+        c.batch_size = 64
+        c.num_epochs = 1
+        c.eps_ramp_epochs = 0.0
+        c.llr_steps = 1
+        c.trades_steps = 1
+        c.adv_steps = 1
+        c.obfuscation_steps = (1,)
+        c.eval_steps = 4
+        c.eval_restarts = 1
+        c.eval_mt_steps = 3
+        c.eval_fgsm_steps = 3
+        c.eval_monitor_steps = 4
+        c.eval_batch_size = 32
+        c.gamma_steps = 3
+        c.num_gamma = 32
+        c.surface_points = 5
+        c.progress = False
+    elif variant == "cifar10":
+        c.dataset = "cifar10"
+        c.num_train = 50000
+        c.num_test = 10000
+        c.model = "wrn"
+        c.wrn_depth = 28
+        c.wrn_width = 8
+        c.optimizer = "sgd"
+        c.learning_rate = 0.1
+        c.schedule = "piecewise"
+        c.decay_boundaries = (100 / 110, 105 / 110)
+        c.batch_size = 256
+        c.num_epochs = 110
+        c.input_mean = (0.4914, 0.4822, 0.4465)
+        c.input_std = (0.2470, 0.2435, 0.2616)
+        c.weight_decay = 2e-4
+        c.eps = 8 / 255
+        c.eps_ramp_epochs = 15
+        c.llr_steps = 10
+        c.trades_steps = 10
+        c.adv_steps = 10
+        c.trades_step_size = 2 / 255
+        c.llr_lambda = 4.0
+        c.llr_mu = 3.0
+        c.llr_nominal_weight = 2.0
+        c.trades_beta = 6.0
+        c.obfuscation_steps = (1, 2)
+        c.eval_steps = 200
+        c.eval_restarts = 20
+        c.eval_mt_steps = 200
+        c.eval_mt_restarts = 20
+        c.eval_batch_size = 100
+        c.num_gamma = 10000
+        c.surface_index = 126        # the image of Fig. A1
+        c.surface_points = 41
+    elif variant == "imagenet":
+        c.dataset = "imagenet2012"
+        c.num_train = 1281167
+        c.num_test = 50000
+        c.model = "resnet152"
+        c.input_mean = (0.485, 0.456, 0.406)
+        c.input_std = (0.229, 0.224, 0.225)
+        c.optimizer = "sgd"
+        c.learning_rate = 0.1
+        c.schedule = "piecewise"
+        c.decay_boundaries = (0.35, 0.70, 0.95)
+        c.batch_size = 512
+        c.num_epochs = 100
+        c.weight_decay = 1e-4
+        c.eps = 4 / 255
+        c.eps_ramp_epochs = 20
+        c.llr_steps = 2
+        c.trades_steps = 2
+        c.adv_steps = 2
+        c.trades_step_size = 1 / 255
+        c.llr_lambda = 3.0
+        c.llr_mu = 6.0
+        c.llr_nominal_weight = 3.0
+        c.eval_steps = 200
+        c.eval_restarts = 20
+        c.eval_mt_steps = 200
+        c.eval_mt_restarts = 20
+        c.eval_batch_size = 50
+        c.num_gamma = 1000
+    else:
+        raise ValueError(
+            f"unknown llr config variant {variant!r} (default, smoke, cifar10, imagenet)")
+    return c

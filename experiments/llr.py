@@ -1,0 +1,337 @@
+"""LLR experiment (Qin et al., *Adversarial Robustness through Local Linearization*, 2019).
+
+Trains one classifier per method — LLR (Eqn 8 / Algorithm 1), TRADES and ADV-k (PGD-k
+adversarial training) — plus ADV-1, ADV-2, LLR-1, LLR-2 for the gradient-obfuscation study
+(appendix F.4, Table F4), evaluates them with the F.1 protocol
+(:func:`robustjax.evaluation._protocols.llr_evaluation_attacks`) and writes to ``--workdir``:
+
+* ``table.md`` — the paper's table (Nominal / Untargeted / Multi-Targeted) for LLR, TRADES and
+  ADV-k, and the Table F4 study (FGSM, FGSM-20, PGD-50 vs the strong Untargeted /
+  Multi-Targeted attacks) for ADV-1/2 and LLR-1/2 (also printed);
+* ``results.json`` — every accuracy, γ statistics, training metrics and timings;
+* ``gamma_histogram.png`` — histogram of √γ(ε, x) on the test set for every model (Fig. F3);
+* ``loss_surface_<model>.png`` — ℓ(x) on the plane spanned by the adversarial (Untargeted)
+  direction and a random sign direction around one test example (Fig. A1);
+* ``<model>/`` — training metrics (JSON lines) and checkpoints (a rerun resumes from them).
+
+All accuracies are fractions; an example counts as robust only if it is also correct clean.
+
+Usage::
+
+    python experiments/llr.py --workdir /tmp/robustjax_llr
+    python experiments/llr.py --workdir /tmp/llr --config experiments/configs/llr.py:smoke
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+    """Define the command-line flags (only when run as a script, so that several experiment
+    modules can be imported into one process, e.g. by the test suite)."""
+    flags.DEFINE_string("workdir", "/tmp/robustjax_llr", "Directory for outputs.")
+    config_flags.DEFINE_config_file(
+        "config", os.path.join(_HERE, "configs", "llr.py"), "Configuration file.",
+        lock_config=True)
+
+MAIN_COLUMNS = ("Untargeted", "Multi-Targeted")
+
+
+def _model(config):
+    from robustjax import models
+
+    def norm(v):
+        return None if v is None else tuple(float(a) for a in v)
+
+    mean, std = norm(config.input_mean), norm(config.input_std)
+    if config.model == "cnn":
+        return models.MnistCNN(features=tuple(config.features), kernel_size=config.kernel_size,
+                               hidden=config.hidden, activation=config.activation,
+                               mean=mean, std=std)
+    if config.model == "mlp":
+        return models.MLP(hidden=config.hidden, activation=config.activation, mean=mean,
+                          std=std)
+    if config.model == "wrn":
+        return models.WideResNet(depth=config.wrn_depth, width=config.wrn_width,
+                                 activation=config.activation, mean=mean, std=std)
+    if config.model == "resnet152":
+        raise NotImplementedError(
+            "The ImageNet configuration needs a bottleneck ResNet-152 and ImageNet data; "
+            "neither is available in robustjax yet.")
+    raise ValueError(f"unknown model {config.model!r} (cnn, mlp, wrn, resnet152)")
+
+
+def _runs(config) -> dict[str, tuple[str, int]]:
+    """``{row name: (method, inner steps)}``: the main table first, then the F4 models."""
+    runs = {
+        f"LLR-{config.llr_steps}": ("llr", config.llr_steps),
+        f"TRADES-{config.trades_steps}": ("trades", config.trades_steps),
+        f"ADV-{config.adv_steps}": ("adv", config.adv_steps),
+    }
+    for k in config.obfuscation_steps:
+        runs.setdefault(f"ADV-{k}", ("adv", k))
+    for k in config.obfuscation_steps:
+        runs.setdefault(f"LLR-{k}", ("llr", k))
+    return runs
+
+
+def _objective(config, method: str, steps: int, steps_per_epoch: int):
+    from robustjax.training import _llr
+
+    ramp = int(round(config.eps_ramp_epochs * steps_per_epoch))
+    eps = _llr.eps_ramp(eps=config.eps, ramp_steps=ramp) if ramp > 0 else config.eps
+    if method == "llr":
+        return _llr.llr_objective(
+            eps=eps, lambda_=config.llr_lambda, mu=config.llr_mu, num_steps=steps,
+            step_size=config.inner_step_size, nominal_weight=config.llr_nominal_weight,
+            weight_decay=config.weight_decay)
+    if method == "trades":
+        return _llr.trades_objective(
+            beta=config.trades_beta, eps=eps, num_steps=steps,
+            step_size=config.trades_step_size, weight_decay=config.weight_decay)
+    if method == "adv":
+        return _llr.adv_k_objective(
+            k=steps, eps=eps, step_size=config.inner_step_size, step_rule="adam",
+            weight_decay=config.weight_decay)
+    raise ValueError(f"unknown method {method!r}")
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{100.0 * v:.2f}%"
+
+
+def _markdown(title: str, header: list[str], rows: list[list[str]]) -> str:
+    lines = [f"**{title}**", "", "| " + " | ".join(header) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _gamma(logits_fn, key, x, y, config):
+    """γ(ε, x) per example (F.4: maximise g by ``gamma_steps`` Adam steps of 0.1)."""
+    import jax
+
+    import numpy as np
+
+    from robustjax import linearity, losses
+
+    @jax.jit
+    def run(key, x, y):
+        def loss_fn(z):
+            return losses.cross_entropy(logits_fn(z), y)
+        return linearity.local_linearity(
+            loss_fn, key, x, eps=config.eps, num_steps=config.gamma_steps,
+            step_size=config.gamma_step_size, norm="linf", step_rule="adam", box=(0.0, 1.0),
+            num_restarts=config.gamma_restarts).gamma
+
+    out = []
+    bs = config.eval_batch_size
+    for i in range(0, len(y), bs):
+        out.append(np.asarray(run(jax.random.fold_in(key, i), x[i:i + bs], y[i:i + bs])))
+    return np.concatenate(out)
+
+
+def _plot_histograms(gammas: dict, path: str, eps: float) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    roots = {k: np.sqrt(np.maximum(v, 0.0)) for k, v in gammas.items()}
+    hi = max(float(np.max(v)) for v in roots.values())
+    bins = np.linspace(0.0, max(hi, 1e-6), 40)
+    for name, v in roots.items():
+        ax.hist(v, bins=bins, alpha=0.5, label=name)
+    ax.set_xlabel(f"√γ(ε={eps:g}, x)")
+    ax.set_ylabel("test examples")
+    ax.set_title("Local linearity on the test set (cf. Fig. F3)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _loss_surface(logits_fn, key, x, y, x_adv, config):
+    """ℓ on the plane ``x + a·u + b·v`` (not clipped to the image box): ``u = ε·sign`` of the
+    adversarial perturbation, ``v`` a random sign direction of the same norm; ``a, b`` in
+    ``[-extent, extent]``."""
+    import jax
+    import jax.numpy as jnp
+
+    from robustjax import losses
+
+    u = config.eps * jnp.sign(x_adv - x)
+    u = jnp.where(jnp.all(u == 0), config.eps * jnp.ones_like(u), u)
+    v = config.eps * jax.random.rademacher(key, x.shape, dtype=x.dtype)
+    t = jnp.linspace(-config.surface_extent, config.surface_extent, config.surface_points)
+    a, b = jnp.meshgrid(t, t, indexing="ij")
+    pts = x + a.reshape(-1, 1, 1, 1) * u + b.reshape(-1, 1, 1, 1) * v
+    loss = jax.jit(lambda p: losses.cross_entropy(logits_fn(p), jnp.broadcast_to(y, p.shape[:1])))
+    return t, loss(pts).reshape(a.shape)
+
+
+def _plot_surface(t, z, path: str, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    a, b = np.meshgrid(np.asarray(t), np.asarray(t), indexing="ij")
+    fig = plt.figure(figsize=(5, 4))
+    ax = fig.add_subplot(projection="3d")
+    ax.plot_surface(a, b, np.asarray(z), cmap="viridis")
+    ax.set_xlabel("adversarial (× ε)")
+    ax.set_ylabel("random (× ε)")
+    ax.set_zlabel("loss")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Run the experiment; returns the results dictionary also written to ``results.json``."""
+    import jax
+    import numpy as np
+
+    from robustjax import data, evaluation, models, training
+    from robustjax.evaluation import _protocols
+
+    os.makedirs(workdir, exist_ok=True)
+    model = _model(config)
+    key = jax.random.key(config.seed)
+    k_train, k_eval, k_gamma, k_surf = jax.random.split(key, 4)
+    train = data.subset(data.load_dataset(config.dataset, "train"), slice(0, config.num_train))
+    test = data.subset(data.load_dataset(config.dataset, "test"), slice(0, config.num_test))
+    steps_per_epoch = len(train.labels) // config.batch_size
+    total_steps = steps_per_epoch * config.num_epochs
+    runs = _runs(config)
+
+    results: dict = {"config": config.to_dict(), "num_train": int(len(train.labels)),
+                     "num_test": int(len(test.labels)), "models": {}, "timings_s": {}}
+    reports, gammas = {}, {}
+    for i, (name, (method, steps)) in enumerate(runs.items()):
+        tx = training.make_optimizer(
+            config.optimizer, learning_rate=config.learning_rate, schedule=config.schedule,
+            total_steps=total_steps, decay_boundaries=tuple(config.decay_boundaries),
+            momentum=config.momentum)
+        t0 = time.perf_counter()
+        state, history = training.fit(
+            model, _objective(config, method, steps, steps_per_epoch), train,
+            key=jax.random.fold_in(k_train, i), num_epochs=config.num_epochs,
+            batch_size=config.batch_size, tx=tx, eval_ds=test, progress=config.progress,
+            workdir=os.path.join(workdir, name))
+        t_train = time.perf_counter() - t0
+        variables = {"params": state.params}
+        if state.batch_stats:
+            variables["batch_stats"] = state.batch_stats
+        logits_fn = models.make_logits_fn(model, variables)
+
+        suite = _protocols.llr_evaluation_attacks(
+            logits_fn, eps=config.eps, steps=config.eval_steps, restarts=config.eval_restarts,
+            multi_targeted_steps=config.eval_mt_steps,
+            multi_targeted_restarts=config.eval_mt_restarts,
+            fgsm_steps=config.eval_fgsm_steps, monitor_steps=config.eval_monitor_steps,
+            include=tuple(config.eval_attacks))
+        t0 = time.perf_counter()
+        report = evaluation.robustness_report(
+            logits_fn, test.images, test.labels, suite, key=k_eval,
+            batch_size=config.eval_batch_size, progress=config.progress, desc=name)
+        t_eval = time.perf_counter() - t0
+        reports[name] = report
+
+        t0 = time.perf_counter()
+        n_g = min(config.num_gamma, len(test.labels))
+        gammas[name] = _gamma(logits_fn, k_gamma, test.images[:n_g], test.labels[:n_g], config)
+        j = config.surface_index
+        x, y = test.images[j:j + 1], test.labels[j:j + 1]
+        x_adv = suite["Untargeted"](k_surf, x, y)
+        t, z = _loss_surface(logits_fn, k_surf, x, y, x_adv, config)
+        _plot_surface(t, z, os.path.join(workdir, f"loss_surface_{name}.png"),
+                      f"{name}: loss around test image {j}")
+        t_diag = time.perf_counter() - t0
+
+        g = gammas[name]
+        train_last = history["train"][-1] if history["train"] else {}
+        results["models"][name] = {
+            "method": method, "inner_steps": steps,
+            "nominal": report.clean_accuracy,
+            "robust_accuracy": dict(report.robust_accuracy),
+            "gamma_mean": float(np.mean(g)), "gamma_median": float(np.median(g)),
+            "sqrt_gamma_mean": float(np.mean(np.sqrt(np.maximum(g, 0.0)))),
+            "loss_surface_range": [float(np.min(z)), float(np.max(z))],
+            "train_last": {k: v for k, v in train_last.items()
+                           if isinstance(v, (int, float)) and math.isfinite(v)},
+        }
+        results["timings_s"][name] = {"train": t_train, "eval": t_eval, "diagnostics": t_diag}
+        with open(os.path.join(workdir, "results.json"), "w") as f:  # partial, per model
+            json.dump(results, f, indent=2, default=float)
+
+    _plot_histograms(gammas, os.path.join(workdir, "gamma_histogram.png"), config.eps)
+
+    names = list(runs)
+    fgsm_k, pgd_m = f"FGSM-{config.eval_fgsm_steps}", f"PGD-{config.eval_monitor_steps}"
+    main_rows = [[n, str(runs[n][1]), _fmt(reports[n].clean_accuracy)]
+                 + [_fmt(reports[n].robust_accuracy[c]) for c in MAIN_COLUMNS]
+                 for n in names[:3]]
+    obf_names = [n for n in names
+                 if runs[n][1] in tuple(config.obfuscation_steps) and runs[n][0] in ("adv", "llr")]
+    obf_names.sort(key=lambda n: (runs[n][0], runs[n][1]))
+    obf_cols = tuple(c for c in ("FGSM", fgsm_k, pgd_m, "Untargeted", "Multi-Targeted")
+                     if c in reports[names[0]].robust_accuracy)
+    obf_rows = [[n, str(runs[n][1]), _fmt(reports[n].clean_accuracy)]
+                + [_fmt(reports[n].robust_accuracy[c]) for c in obf_cols] for n in obf_names]
+    data_name = f"{config.dataset}, {len(test.labels)} test examples, ℓ∞ ε = {config.eps:g}"
+    table = "\n\n".join([
+        _markdown(f"LLR vs baselines ({data_name})",
+                  ["Methods", "PGD steps", "Nominal", *MAIN_COLUMNS], main_rows),
+        _markdown(f"Gradient obfuscation, cf. Table F4 ({data_name})",
+                  ["Methods", "PGD steps", "Nominal", *obf_cols], obf_rows),
+        (f"Protocol: Untargeted = Adam PGD, {config.eval_steps} steps, step schedule "
+         f"0.1/0.01/0.001, {config.eval_restarts} restart(s); Multi-Targeted = "
+         f"{config.eval_mt_steps} Adam steps of 0.1 per target, {config.eval_mt_restarts} "
+         f"restart(s); {fgsm_k} = sign steps of ε/10; {pgd_m} = sign steps of 2.5ε/"
+         f"{config.eval_monitor_steps}; FGSM = one step of ε."),
+    ])
+    results["tables_markdown"] = table
+    results["devices"] = [str(d) for d in jax.devices()]
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2, default=float)
+    with open(os.path.join(workdir, "table.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+    print("timings (s): " + json.dumps(
+        {k: {kk: round(vv, 1) for kk, vv in v.items()} for k, v in results["timings_s"].items()}))
+    print(f"outputs written to {workdir}")
+    return results
+
+
+def main(argv):
+    del argv
+    from absl import logging
+
+    from robustjax import training
+
+    logging.set_verbosity(logging.WARNING)
+    training.initialize_from_args(FLAGS)
+    train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+    _define_flags()
+    from robustjax import training as _training
+
+    _training.define_distributed_flags()
+    app.run(main)
