@@ -50,8 +50,12 @@ from robustjax.models._attack_generators import AdvGANDiscriminator
 from robustjax.models._attack_generators import AdvGANGenerator
 from robustjax.models._attack_generators import GAPGenerator
 from robustjax.models._attack_generators import ResnetGenerator
+from robustjax.models._stn import STNClassifier
+from robustjax.models._stn import affine_flow
 
 __all__ = [
+    "STNClassifier",
+    "affine_flow",
     "AdvGANDiscriminator",
     "AdvGANGenerator",
     "GAPGenerator",

@@ -50,8 +50,28 @@ from robustjax.training._l2l_baselines import make_gap_step
 from robustjax.training._l2l_baselines import make_l2l_generator_step
 from robustjax.training._l2l_baselines import make_l2l_star_step
 from robustjax.training._l2l_baselines import train_attack_generator
+from robustjax.training._spatial import DUAL_KEY
+from robustjax.training._spatial import init_sdp_dual
+from robustjax.training._spatial import mlp_weights
+from robustjax.training._spatial import norm_regularized_objective
+from robustjax.training._spatial import norm_regularizer
+from robustjax.training._spatial import pair_indices
+from robustjax.training._spatial import pairwise_dual_bounds
+from robustjax.training._spatial import sdp_dual_objective
+from robustjax.training._spatial import sdp_regularizer
+from robustjax.training._spatial import spatial_adversarial_objective
 
 __all__ = [
+    "DUAL_KEY",
+    "init_sdp_dual",
+    "mlp_weights",
+    "norm_regularized_objective",
+    "norm_regularizer",
+    "pair_indices",
+    "pairwise_dual_bounds",
+    "sdp_dual_objective",
+    "sdp_regularizer",
+    "spatial_adversarial_objective",
     "l2lda_generator_loss",
     "GeneratorState",
     "create_generator_state",
