@@ -26,6 +26,8 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     c.train_eps = 0.3
     c.train_steps = 7
     c.train_step_size = 0.1
+    c.adversarial_warm_start = True  # start PGD training from the normally trained weights
+    c.train_mix = 0.5                # weight of the adversarial half of the loss (1 = Madry)
     # Evaluation: FGSM and PGD-40 over these eps (step 2.5 eps / 40).
     c.eval_eps = (0.1, 0.2, 0.3)
     c.eval_pgd_steps = 40
