@@ -15,6 +15,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -65,6 +66,7 @@ def defensegan_reconstruct(
     backward_lr: float | None = None,
     cg_maxiter: int = 100,
     ridge: float = 0.0,
+    independent: bool = True,
     return_latent: bool = False,
 ):
     r"""DefenseGAN's projection :math:`G(z^*)`, :math:`z^* = \arg\min_z \|G(z) - x\|^2`, R restarts.
@@ -101,6 +103,7 @@ def defensegan_reconstruct(
       backward_lr: :math:`\eta'` for ``"neumann"`` / ``"backtrack"`` (default ``lr``).
       cg_maxiter: CG iterations for ``"implicit"``.
       ridge: Hessian damping for ``"implicit"`` / ``"neumann"``.
+      independent: solve the ``N·R`` searches as separate (vmapped) problems (see above).
       return_latent: also return ``z* [N, d]`` and the per-example loss ``[N]``.
 
     Returns:
@@ -128,12 +131,20 @@ def defensegan_reconstruct(
         g = generator_fn(z.reshape(-1, latent_dim)).reshape(z.shape[:2] + x.shape[1:])
         return jnp.mean((g - x[:, None]) ** 2, axis=(2, 3, 4))
 
-    def inner_loss(z, x):
-        return jnp.sum(per_example_loss(z, x))
+    project = functools.partial(latent_projection, steps=steps, lr=lr, mode=mode,
+                                optimizer=optimizer, backward_steps=backward_steps,
+                                backward_lr=backward_lr, cg_maxiter=cg_maxiter, ridge=ridge)
+    if independent:
+        def single_loss(z, xi):  # z [d], xi [H, W, C] -> scalar
+            return jnp.mean((generator_fn(z[None]).reshape(xi.shape) - xi) ** 2)
 
-    z = latent_projection(inner_loss, z0, x, steps=steps, lr=lr, mode=mode, optimizer=optimizer,
-                          backward_steps=backward_steps, backward_lr=backward_lr,
-                          cg_maxiter=cg_maxiter, ridge=ridge)
+        one = lambda z0i, xi: project(single_loss, z0i, xi)  # noqa: E731
+        z = jax.vmap(jax.vmap(one, in_axes=(0, None)), in_axes=(0, 0))(z0, x)
+    else:
+        def inner_loss(z, x):
+            return jnp.sum(per_example_loss(z, x))
+
+        z = project(inner_loss, z0, x)
     losses = jax.lax.stop_gradient(per_example_loss(z, x))
     best = jnp.argmin(losses, axis=1)
     z_best = jnp.take_along_axis(z, best[:, None, None], axis=1)[:, 0]

@@ -104,6 +104,32 @@ def test_defensegan_gradient_modes_match_finite_differences(mode):
     np.testing.assert_allclose(np.asarray(g).reshape(-1), fd, atol=5e-2)
 
 
+def test_defensegan_independent_and_joint_solves_agree():
+    """Per-search (vmapped) and summed inner problems: same value; same implicit gradient once
+    CG has converged; with 1 CG iteration the per-search solve is exact for d = 1 searches
+    (a 1×1 system) while the joint solve, one global step over all searches, is not."""
+    rng = np.random.default_rng(7)
+    w1 = jnp.asarray(rng.normal(size=(1, H * H)) * 1.5, jnp.float32)
+    gen = _generator(w1, jnp.asarray(rng.normal(size=H * H) * 0.3, jnp.float32))
+    clf = _classifier()
+    x = jnp.clip(gen(jnp.asarray([[0.5], [-0.4], [1.2]])) + 0.03, 0, 1)
+    kw = dict(latent_dim=1, num_restarts=3, steps=300, lr=5.0, momentum=0.7, mode="implicit")
+
+    def h(x, independent, cg_maxiter):
+        logits = gd.defensegan_logits(clf, gen, jax.random.key(3), x, independent=independent,
+                                      cg_maxiter=cg_maxiter, **kw)
+        return jnp.sum(logits[:, 0])
+
+    vals = [jax.jit(functools.partial(h, independent=i, cg_maxiter=50))(x) for i in (True, False)]
+    np.testing.assert_allclose(vals[0], vals[1], rtol=1e-5)
+    g = {(i, m): np.asarray(jax.jit(jax.grad(functools.partial(h, independent=i, cg_maxiter=m)))(x))
+         for i in (True, False) for m in (1, 50)}
+    assert np.abs(g[(True, 50)]).max() > 1e-3
+    np.testing.assert_allclose(g[(True, 50)], g[(False, 50)], atol=1e-4)
+    np.testing.assert_allclose(g[(True, 1)], g[(True, 50)], atol=1e-4)
+    assert np.abs(g[(False, 1)] - g[(False, 50)]).max() > 1e-3
+
+
 def test_defensegan_vmap_matches_per_example_calls():
     gen = _generator(*_gen_params(4))
     x = jax.random.uniform(jax.random.key(1), (3, H, H, 1))
