@@ -155,6 +155,25 @@ def resolve_step_size(step_size: Any, name: str = "step_size") -> Callable[[Arra
     """Turn a float or an optax schedule ``count -> value`` into a schedule."""
     if callable(step_size):
         return step_size
-    V.check_nonnegative(step_size, name)
+    check_nonnegative_scalar(step_size, name)
+    if isinstance(step_size, jax.Array):  # e.g. 2.5 * eps / steps with a traced eps
+        return lambda count: jnp.asarray(step_size, jnp.float32)
     value = float(step_size)
     return lambda count: jnp.asarray(value, jnp.float32)
+
+
+def check_nonnegative_scalar(value: Any, name: str) -> None:
+    """Validate a number ``>= 0``, or a scalar JAX array (e.g. a traced ε ramp-up inside a
+    jitted training step), whose value is checked only when it is concrete."""
+    if isinstance(value, jax.Array):  # includes tracers
+        if value.ndim != 0:
+            raise ValueError(f"`{name}` must be a scalar, got shape {value.shape}.")
+        if not isinstance(value, jax.core.Tracer):
+            V.check_nonnegative(float(value), name)
+        return
+    V.check_nonnegative(value, name)
+
+
+def check_eps(eps: Any) -> None:
+    """Validate ``eps`` (see :func:`check_nonnegative_scalar`)."""
+    check_nonnegative_scalar(eps, "eps")

@@ -56,7 +56,7 @@ def fgsm(
       Goodfellow et al., *Explaining and Harnessing Adversarial Examples*, ICLR 2015
       (arXiv:1412.6572), Eqn (3).
     """
-    V.check_nonnegative(eps, "eps")
+    B.check_eps(eps)
     V.check_choice(norm, "norm", P.NORMS)
     V.check_choice(loss, "loss", B.LOSSES)
     V.check_nonnegative(kappa, "kappa")

@@ -114,7 +114,7 @@ def resolve_unroll(unroll: int | bool | None, steps: int) -> int | bool:
 
 
 def _check_common(eps, steps, norm, loss, restarts, random_start, step_size, kappa):
-    V.check_nonnegative(eps, "eps")
+    B.check_eps(eps)
     V.check_positive_int(steps, "steps")
     V.check_choice(norm, "norm", P.NORMS)
     V.check_choice(loss, "loss", B.LOSSES)
@@ -125,7 +125,7 @@ def _check_common(eps, steps, norm, loss, restarts, random_start, step_size, kap
             "random start every restart is identical."
         )
     if step_size is not None and not callable(step_size):
-        V.check_nonnegative(step_size, "step_size")
+        B.check_nonnegative_scalar(step_size, "step_size")
     V.check_nonnegative(kappa, "kappa")
 
 
@@ -210,7 +210,9 @@ _DOC_ARGS = """
       key: PRNG key for the random start(s).
       x: clean inputs ``float32 [N, H, W, C]`` (or ``[N, D]``) inside ``box``.
       y: ``int32 [N]`` true labels (untargeted) or target labels (``targeted=True``).
-      eps: ball radius, ``>= 0``.
+      eps: ball radius, ``>= 0``: a Python number, or a scalar array — traced values are
+        allowed, so an ε ramp-up inside a jitted training step does not recompile (see
+        ``robustjax.training.adversarial_objective(eps_schedule=...)``).
       norm: ``"linf"`` or ``"l2"``.
       steps: number of iterations ``T >= 1``.
       step_size: float or optax schedule ``count -> eta_t`` (e.g.

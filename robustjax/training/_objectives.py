@@ -12,6 +12,7 @@ is split across devices.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -138,6 +139,7 @@ def adversarial_objective(
     mix: float = 1.0,
     loss: str | Callable[[Array, Array], Array] = "ce",
     per_example_keys: bool = True,
+    eps_schedule: Callable[[Array], Array] | None = None,
 ) -> Objective:
     r"""Adversarial training (Madry et al., 2018): train on attacked inputs.
 
@@ -171,6 +173,14 @@ def adversarial_objective(
         loss: training loss, ``"ce"``, ``"hinge"`` or a per-example callable.
         per_example_keys: static; vmap the attack with per-example keys (see above). When
             ``False`` the attack gets the whole batch and one key.
+        eps_schedule: optional ε ramp-up, ``step -> eps`` (e.g. an optax schedule such as
+            ``optax.linear_schedule(0.0, 0.3, 300)``), evaluated at ``state.step`` and passed to
+            ``attack_fn`` as the keyword ``eps`` (a traced scalar: the ramp does not recompile;
+            :func:`robustjax.attacks.pgd` and ``fgsm`` accept it). Leave the attack's
+            ``step_size`` unbound so that its default ``2.5·eps/steps`` follows the ramp.
+            Starting at a small ε avoids the plateau at the uniform prediction (loss log K)
+            that PGD training at ε = 0.3 on MNIST otherwise sits on for its first hundreds of
+            steps.
 
     Returns:
         An objective with metrics ``{"loss", "accuracy"}`` where ``accuracy`` is the training
@@ -196,6 +206,10 @@ def adversarial_objective(
         x, y = batch["image"], batch["label"]
         attack_key, dropout_key = jax.random.split(key)
         frozen = jax.lax.stop_gradient(params)
+        attack = attack_fn
+        if eps_schedule is not None:
+            eps_t = jnp.asarray(eps_schedule(state.step), x.dtype)
+            attack = functools.partial(attack_fn, eps=eps_t)
 
         def logits_fn(z):
             return apply_model(state, frozen, z, train=False)[0]
@@ -204,11 +218,11 @@ def adversarial_objective(
             keys = example_keys(attack_key, batch)
 
             def attack_one(k, xi, yi):
-                return attack_fn(logits_fn, k, xi[None], yi[None])[0]
+                return attack(logits_fn, k, xi[None], yi[None])[0]
 
             x_adv = jax.vmap(attack_one)(keys, x, y)
         else:
-            x_adv = attack_fn(logits_fn, attack_key, x, y)
+            x_adv = attack(logits_fn, attack_key, x, y)
         x_adv = jax.lax.stop_gradient(x_adv)
 
         if mix == 1.0:
