@@ -74,11 +74,13 @@ def _model(config):
 
 def _runs(config) -> dict[str, tuple[str, int]]:
     """``{row name: (method, inner steps)}``: the main table first, then the F4 models."""
-    runs = {
-        f"LLR-{config.llr_steps}": ("llr", config.llr_steps),
-        f"TRADES-{config.trades_steps}": ("trades", config.trades_steps),
-        f"ADV-{config.adv_steps}": ("adv", config.adv_steps),
-    }
+    runs = {}
+    if config.get("main_table", True):
+        runs = {
+            f"LLR-{config.llr_steps}": ("llr", config.llr_steps),
+            f"TRADES-{config.trades_steps}": ("trades", config.trades_steps),
+            f"ADV-{config.adv_steps}": ("adv", config.adv_steps),
+        }
     for k in config.obfuscation_steps:
         runs.setdefault(f"ADV-{k}", ("adv", k))
     for k in config.obfuscation_steps:
@@ -283,9 +285,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     names = list(runs)
     fgsm_k, pgd_m = f"FGSM-{config.eval_fgsm_steps}", f"PGD-{config.eval_monitor_steps}"
+    main_table = config.get("main_table", True)
     main_rows = [[n, str(runs[n][1]), _fmt(reports[n].clean_accuracy)]
                  + [_fmt(reports[n].robust_accuracy[c]) for c in MAIN_COLUMNS]
-                 for n in names[:3]]
+                 for n in (names[:3] if main_table else [])]
     obf_names = [n for n in names
                  if runs[n][1] in tuple(config.obfuscation_steps) and runs[n][0] in ("adv", "llr")]
     obf_names.sort(key=lambda n: (runs[n][0], runs[n][1]))
@@ -294,9 +297,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     obf_rows = [[n, str(runs[n][1]), _fmt(reports[n].clean_accuracy)]
                 + [_fmt(reports[n].robust_accuracy[c]) for c in obf_cols] for n in obf_names]
     data_name = f"{config.dataset}, {len(test.labels)} test examples, ℓ∞ ε = {config.eps:g}"
-    table = "\n\n".join([
+    table = "\n\n".join(([
         _markdown(f"LLR vs baselines ({data_name})",
-                  ["Methods", "PGD steps", "Nominal", *MAIN_COLUMNS], main_rows),
+                  ["Methods", "PGD steps", "Nominal", *MAIN_COLUMNS], main_rows)]
+        if main_table else []) + [
         _markdown(f"Gradient obfuscation, cf. Table F4 ({data_name})",
                   ["Methods", "PGD steps", "Nominal", *obf_cols], obf_rows),
         (f"Protocol: Untargeted = Adam PGD, {config.eval_steps} steps, step schedule "

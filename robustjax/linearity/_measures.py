@@ -49,6 +49,38 @@ STEP_RULES = ("adam", "sign", "normalized")
 
 LossOfInputs = Callable[[Array], Array]
 _TINY = 1e-12
+_MAX_AUTO_UNROLL = 16
+
+
+def resolve_unroll(unroll: int | bool | None, num_steps: int) -> int | bool:
+    """Unroll factor of an inner ascent loop: ``unroll`` if given, else the backend default.
+
+    Default (``None``): fully unrolled (``True``) on the CPU backend when ``num_steps <= 16``
+    (training-time inner loops), else 1 (a rolled ``while`` loop; compile time grows with the
+    number of unrolled steps, and evaluation-length loops of 50+ steps are compiled once and
+    run rarely). On XLA:CPU a rolled loop around a small CNN's forward/backward pass ran
+    2-2.5x slower per iteration than the unrolled code (batch 128). ``True`` rather than
+    ``num_steps``: ``lax.fori_loop`` with one step and unroll factor 1 keeps a one-trip
+    ``while`` loop. Results agree up to float32 rounding; only speed and compile time differ.
+    """
+    if unroll is None:
+        cpu = jax.default_backend() == "cpu"
+        return True if (cpu and num_steps <= _MAX_AUTO_UNROLL) else 1
+    if not isinstance(unroll, bool):
+        V.check_positive_int(unroll, "unroll")
+    return unroll
+
+
+def fori_loop(num_steps: int, body, init, *, unroll: int | bool):
+    """``lax.fori_loop(0, num_steps, body, init, unroll=unroll)``, except that ``unroll=True``
+    traces ``body`` ``num_steps`` times in Python (``lax.fori_loop`` keeps a ``while`` loop
+    when there is a single step)."""
+    if unroll is True:
+        carry = init
+        for i in range(num_steps):
+            carry = body(i, carry)
+        return carry
+    return jax.lax.fori_loop(0, num_steps, body, init, unroll=unroll)
 
 
 class LocalLinearity(NamedTuple):
@@ -189,6 +221,7 @@ def maximize_linearity_gap(
     keep_best: bool = True,
     loss_x: ArrayLike | None = None,
     grad_x: ArrayLike | None = None,
+    unroll: int | bool | None = None,
 ) -> tuple[Array, Array | None]:
     r"""The inner loop of Algorithm 1: projected ascent on :math:`g(\delta; x)`.
 
@@ -216,6 +249,7 @@ def maximize_linearity_gap(
       keep_best: if ``True`` return the iterate with the largest gap among ``δ_0 … δ_M``
         (one extra forward pass at ``δ_M``) and that gap; else return ``δ_M`` and ``None``.
       loss_x, grad_x: optionally precomputed ``ℓ(x) [N]`` and ``∇ℓ(x) [N, ...]``.
+      unroll: unroll factor of the step loop (speed only; see :func:`resolve_unroll`).
 
     Returns:
       ``(delta [N, ...], gap [N] or None)``, both gradient-stopped.
@@ -225,6 +259,7 @@ def maximize_linearity_gap(
     V.check_positive(step_size, "step_size")
     V.check_choice(norm, "norm", NORMS)
     V.check_choice(step_rule, "step_rule", STEP_RULES)
+    unroll = resolve_unroll(unroll, num_steps)
     x = jax.lax.stop_gradient(jnp.asarray(x))
     _check_eps(eps, x)
     if loss_x is None or grad_x is None:
@@ -260,8 +295,8 @@ def maximize_linearity_gap(
         delta = proj(x + delta + step_size * direction) - x
         return delta, opt_state, best_g, best_d
 
-    delta, _, best_g, best_d = jax.lax.fori_loop(
-        0, num_steps, body, (delta0, opt_state0, neg, delta0)
+    delta, _, best_g, best_d = fori_loop(
+        num_steps, body, (delta0, opt_state0, neg, delta0), unroll=unroll
     )
     if not keep_best:
         return jax.lax.stop_gradient(delta), None

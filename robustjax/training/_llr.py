@@ -2,10 +2,11 @@ r"""Training objectives of the LLR paper: LLR (Algorithm 1 / Eqn 8), TRADES and 
 
 Each factory returns an *objective*
 ``objective(params, state, batch, key) -> (loss, (new_batch_stats, metrics))`` (the contract
-of ``robustjax.training``): ``state.apply_fn`` is ``model.apply`` of a Flax Linen classifier taking ``train=...``, ``state.batch_stats`` its running batch-norm
-statistics (empty for models without batch norm), ``state.step`` the update count (used by ε
-schedules) and ``batch = {"image": x [N, H, W, C], "label": y [N]}`` (optionally ``"index"``
-``[N]``, the global position of each example, which then seeds per-example random starts).
+of ``robustjax.training``): ``state.apply_fn`` is ``model.apply`` of a Flax Linen classifier
+taking ``train=...``, ``state.batch_stats`` its running batch-norm statistics (empty for
+models without batch norm), ``state.step`` the update count (used by ε schedules) and
+``batch = {"image": x [N, H, W, C], "label": y [N]}`` (optionally ``"index"`` ``[N]``, the
+global position of each example, which then seeds per-example random starts).
 
 **Batch norm in LLR (appendix F.2).** The paper evaluates every term at the *local batch
 statistics of the nominal point*: ``ℓ(x; μ, σ) + μ|δᵀ∇ℓ(x; μ, σ)| + λ g(δ; x, μ, σ)``. We
@@ -43,8 +44,10 @@ from robustjax._src.types import Array, PRNGKey, PyTree
 from robustjax.linearity._measures import STEP_RULES
 from robustjax.linearity._measures import _loss_and_input_grad
 from robustjax.linearity._measures import _step_direction
+from robustjax.linearity._measures import fori_loop
 from robustjax.linearity._measures import maximize_linearity_gap
 from robustjax.linearity._measures import random_delta
+from robustjax.linearity._measures import resolve_unroll
 from robustjax.projections._lp import NORMS
 from robustjax.projections._lp import project
 
@@ -223,6 +226,7 @@ def _pgd(
     norm: str,
     step_rule: str,
     box,
+    unroll: int | bool | None = None,
 ) -> Array:
     """Projected ascent on a per-example ``loss_fn(x) -> [N]`` from ``x_init``, in the ε-ball
     around ``x`` (and ``box``); returns the gradient-stopped ``x_adv``."""
@@ -237,7 +241,7 @@ def _pgd(
         direction, opt = _step_direction(step_rule, grad, opt)
         return project(xa + step_size * direction, x, eps=eps, norm=norm, box=box), opt
 
-    xa, _ = jax.lax.fori_loop(0, num_steps, body, (x0, opt0))
+    xa, _ = fori_loop(num_steps, body, (x0, opt0), unroll=resolve_unroll(unroll, num_steps))
     return jax.lax.stop_gradient(xa)
 
 
@@ -271,6 +275,7 @@ def llr_objective(
     norm: str = "linf",
     step_rule: str = "adam",
     box: tuple[float, float] | None = (0.0, 1.0),
+    unroll: int | bool | None = None,
 ) -> Objective:
     r"""Local Linearity Regularisation training objective (Eqn 8, Algorithm 1, appendix F.2).
 
@@ -283,8 +288,10 @@ def llr_objective(
     ``num_steps`` Adam-driven projected ascent steps of size ``step_size`` on :math:`g`), run
     with gradient-stopped parameters; as in Algorithm 1 the last iterate is used. The outer
     terms are differentiated with :math:`\delta` constant; :math:`\ell(x)` and
-    :math:`\delta^\top\nabla_x\ell(x)` come from one forward-mode JVP (so the parameter
-    gradient is reverse-over-forward, cheaper than double backprop).
+    :math:`\delta^\top\nabla_x\ell(x)` come from one forward-mode JVP along :math:`\delta`,
+    differentiated in reverse mode with respect to θ (reverse-over-forward). This is exactly the
+    gradient of Eqn 8 (the second-order term :math:`\nabla_\theta\,\delta^\top\nabla_x\ell` is
+    kept); a test checks it against reverse-over-reverse.
 
     Paper settings: CIFAR-10 ``eps=8/255, lambda_=4, mu=3, nominal_weight=2, weight_decay=2e-4,
     num_steps=10, step_size=0.1``, ε ramped over 15 epochs (:func:`eps_ramp`).
@@ -297,14 +304,33 @@ def llr_objective(
       weight_decay: ℓ2 coefficient (:func:`l2_penalty`).
       norm: ``"linf"`` or ``"l2"``. step_rule: ``"adam"`` (paper), ``"sign"``, ``"normalized"``.
       box: ``x + δ`` is kept in this box (images live in ``[0, 1]``); ``None`` for the bare ball.
+      unroll: unroll factor of the inner loop (speed only; default: fully unrolled on CPU for
+        ``num_steps <= 16``, see ``robustjax.linearity._measures.resolve_unroll``).
 
     Returns:
       An objective; metrics ``loss, nominal_loss, accuracy, gamma, linear_term, eps, l2``
       (batch means).
 
-    Cost: ``O((M + 1)·(fwd + bwd))`` for the inner loop (the nominal gradient is computed once
-    and reused) plus about ``3·(fwd + bwd)`` for the outer gradient (reverse-over-forward JVP at
-    ``x`` and fwd+bwd at ``x + δ``), plus one train-mode forward with batch norm.
+    Cost model (one training step = objective + its parameter gradient), in units of one
+    forward pass F, counting per layer a forward, an activation-gradient and a weight-gradient
+    product as F each (so fwd + input-grad = 2F, fwd + full backprop = 3F):
+
+    * nominal ``ℓ(x), ∇ₓℓ(x)`` (frozen θ, reused by all M steps): 2F;
+    * inner loop: M × (fwd + input-grad at ``x + δ``) = 2MF;
+    * outer, at ``x``: the JVP's primal is the nominal forward (XLA merges the two), its tangent
+      along δ is 1F, reverse mode through primal and tangent is 4F: 5F;
+    * outer, at ``x + δ``: fwd + backprop: 3F.
+
+    Total ``(2M + 10)F`` against ``(2k + 3)F`` for ADV-k (:func:`adv_k_objective`), i.e. LLR-k /
+    ADV-k ≈ 2.4, 2.0, 1.64, 1.30 at k = 1, 2, 4, 10. Lower bound for the exact Eqn-8 gradient:
+    reverse-over-reverse sharing the nominal input-gradient pass saves the tangent pass,
+    ``(2M + 9)F`` (ratio ≥ 2.2, 1.86, 1.55, 1.26), but XLA:CPU runs that second-order
+    reverse pass through transposed strided convolutions about 2× slower than
+    reverse-over-forward (measured 11F vs 5F), so it is not used. The fixed extra cost (≥ 6F:
+    the nominal input-gradient and the parameter gradient of the second-order term) exceeds
+    0.3 × ADV-k's ``(2k + 3)F`` for k ≤ 8, so a 1.3× ratio is unreachable there without
+    changing Eqn 8 (the implementation's ``(2k + 10)/(2k + 3)`` reaches 1.3 at k ≈ 10). See
+    ``experiments/benchmarks/llr.py`` for measurements.
     """
     _check_eps_arg(eps)
     V.check_nonnegative(lambda_, "lambda_")
@@ -315,6 +341,7 @@ def llr_objective(
     V.check_nonnegative(weight_decay, "weight_decay")
     V.check_choice(norm, "norm", NORMS)
     V.check_choice(step_rule, "step_rule", STEP_RULES)
+    resolve_unroll(unroll, num_steps)  # validates `unroll`
 
     def objective(params, state, batch, key):
         x, y = _check_batch(batch)
@@ -339,7 +366,7 @@ def llr_objective(
         delta, _ = maximize_linearity_gap(
             frozen_loss, _start_keys(key, batch), x, eps=eps_t, num_steps=num_steps,
             step_size=step_size, norm=norm, step_rule=step_rule, box=box, keep_best=False,
-            loss_x=loss0, grad_x=grad0,
+            loss_x=loss0, grad_x=grad0, unroll=unroll,
         )
 
         def loss_and_logits(z):
@@ -382,6 +409,7 @@ def trades_objective(
     init_std: float = 0.001,
     weight_decay: float = 0.0,
     box: tuple[float, float] | None = (0.0, 1.0),
+    unroll: int | bool | None = None,
 ) -> Objective:
     r"""TRADES objective (the LLR paper's baseline; Zhang et al. 2019, Eqn 5).
 
@@ -400,6 +428,7 @@ def trades_objective(
       num_steps: attack steps. step_size: attack step size.
       norm: ``"linf"`` or ``"l2"``. init_std: std of the Gaussian start.
       weight_decay: ℓ2 coefficient. box: image box.
+      unroll: unroll factor of the attack loop (speed only; default: unrolled on CPU).
 
     Returns:
       An objective; metrics ``loss, natural_loss, robust_kl, accuracy, adv_accuracy, eps, l2``.
@@ -413,6 +442,7 @@ def trades_objective(
     V.check_choice(norm, "norm", NORMS)
     V.check_nonnegative(init_std, "init_std")
     V.check_nonnegative(weight_decay, "weight_decay")
+    resolve_unroll(unroll, num_steps)  # validates `unroll`
     step_rule = "sign" if norm == "linf" else "normalized"
 
     def objective(params, state, batch, key):
@@ -427,7 +457,7 @@ def trades_objective(
 
         x0 = x + init_std * jax.random.normal(k_init, x.shape, x.dtype)
         x_adv = _pgd(kl_fn, x, x0, eps=eps_t, num_steps=num_steps, step_size=step_size,
-                     norm=norm, step_rule=step_rule, box=box)
+                     norm=norm, step_rule=step_rule, box=box, unroll=unroll)
 
         def run(stats, z, k):
             if stats:
@@ -470,6 +500,7 @@ def adv_k_objective(
     random_start: bool = True,
     weight_decay: float = 0.0,
     box: tuple[float, float] | None = (0.0, 1.0),
+    unroll: int | bool | None = None,
 ) -> Objective:
     r"""PGD-k adversarial training (ADV-k of the LLR paper; Madry et al. 2018).
 
@@ -485,11 +516,13 @@ def adv_k_objective(
     Args:
       k: attack steps. eps: radius or schedule ``step -> eps``. step_size: attack step size.
       norm, step_rule, random_start, weight_decay, box: see above.
+      unroll: unroll factor of the attack loop (speed only; default: unrolled on CPU).
 
     Returns:
       An objective; metrics ``loss, adv_accuracy, eps, l2``.
 
-    Cost: ``O((k + 1)·(fwd + bwd))``.
+    Cost: ``(2k + 3)F`` in units of a forward pass F: k × (fwd + input-gradient) for the attack
+    and fwd + backprop (3F) for the outer loss (cf. :func:`llr_objective`).
     """
     V.check_positive_int(k, "k")
     _check_eps_arg(eps)
@@ -497,6 +530,7 @@ def adv_k_objective(
     V.check_choice(norm, "norm", NORMS)
     V.check_choice(step_rule, "step_rule", STEP_RULES)
     V.check_nonnegative(weight_decay, "weight_decay")
+    resolve_unroll(unroll, k)  # validates `unroll`
 
     def objective(params, state, batch, key):
         x, y = _check_batch(batch)
@@ -511,7 +545,7 @@ def adv_k_objective(
         if random_start:
             x0 = x + random_delta(_start_keys(k_start, batch), x, eps=eps_t, norm=norm)
         x_adv = _pgd(ce_fn, x, x0, eps=eps_t, num_steps=k, step_size=step_size,
-                     norm=norm, step_rule=step_rule, box=box)
+                     norm=norm, step_rule=step_rule, box=box, unroll=unroll)
         if state.batch_stats:
             logits, upd = state.apply_fn(_variables(params, state.batch_stats), x_adv,
                                          train=True, rngs={"dropout": k_drop},

@@ -309,3 +309,81 @@ def test_llr_training_lowers_test_gamma_on_mnist():
     gamma_llr, acc_llr = evaluate(llr.params, xte, yte)
     assert float(acc_std) > 0.8 and float(acc_llr) > 0.6  # both learned something
     assert float(gamma_llr) < 0.3 * float(gamma_std), (float(gamma_llr), float(gamma_std))
+
+
+def _reference_llr_loss(params, st, batch, key, *, kw, lam, mu, w):
+    """Eqn 8 written the straightforward way: ∇ₓℓ(x) by reverse mode inside the objective, so
+    that jax.grad of it is reverse-over-reverse (independent of the objective's JVP path)."""
+    x, y = batch["image"], batch["label"]
+    stats = st.batch_stats
+    if stats:
+        _, _, stats = _llr.nominal_batch_stats(st.apply_fn, params, st.batch_stats, x)
+
+    def loss_fn(p, s, z):
+        v = {"params": p, "batch_stats": s} if s else {"params": p}
+        return cross_entropy(st.apply_fn(v, z, train=False), y)
+
+    frozen = lambda z: loss_fn(jax.lax.stop_gradient(params), jax.lax.stop_gradient(stats), z)
+    delta, _ = maximize_linearity_gap(frozen, key, x, keep_best=False, box=(0.0, 1.0), **kw)
+    lx = loss_fn(params, stats, x)
+    gx = jax.grad(lambda z: jnp.sum(loss_fn(params, stats, z)))(x)
+    d = jnp.sum((delta * gx).reshape(x.shape[0], -1), axis=-1)
+    lxd = loss_fn(params, stats, x + delta)
+    return jnp.mean(w * lx + lam * jnp.abs(lxd - lx - d) + mu * jnp.abs(d))
+
+
+def test_llr_outer_gradient_equals_reverse_over_reverse():
+    """Conv + batch norm (the statistics depend on θ too); no-BN models take a subset path."""
+    batch = _batch(n=16, hw=6)
+    st = _state(TinyCNN(), batch["image"])
+    key = jax.random.key(7)
+    kw = dict(eps=0.15, num_steps=2, step_size=0.05)
+    obj = _llr.llr_objective(lambda_=4.0, mu=3.0, nominal_weight=2.0, **kw)
+    loss, g = jax.jit(jax.value_and_grad(lambda p: obj(p, st, batch, key)[0]))(st.params)
+    ref_fn = lambda p: _reference_llr_loss(p, st, batch, key, kw=kw, lam=4.0, mu=3.0, w=2.0)
+    ref_loss, g_ref = jax.jit(jax.value_and_grad(ref_fn))(st.params)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    # The second-order term matters: stopping the gradient through ∇ₓℓ changes the result.
+    def first_order_only(p):
+        x, y = batch["image"], batch["label"]
+        stats = st.batch_stats
+        if stats:
+            _, _, stats = _llr.nominal_batch_stats(st.apply_fn, p, st.batch_stats, x)
+        f = lambda z: cross_entropy(st.apply_fn({"params": p, **({"batch_stats": stats}
+                                                               if stats else {})}, z), y)
+        fs = lambda z: cross_entropy(st.apply_fn(
+            {"params": jax.lax.stop_gradient(p),
+             **({"batch_stats": jax.lax.stop_gradient(stats)} if stats else {})}, z), y)
+        delta, _ = maximize_linearity_gap(fs, key, x, keep_best=False, box=(0.0, 1.0), **kw)
+        gx = jax.lax.stop_gradient(jax.grad(lambda z: jnp.sum(f(z)))(x))
+        d = jnp.sum((delta * gx).reshape(x.shape[0], -1), axis=-1)
+        lx, lxd = f(x), f(x + delta)
+        return jnp.mean(2.0 * lx + 4.0 * jnp.abs(lxd - lx - d) + 3.0 * jnp.abs(d))
+
+    g_fo = jax.jit(jax.grad(first_order_only))(st.params)
+    diff = max(float(jnp.max(jnp.abs(a - b)))
+               for a, b in zip(jax.tree.leaves(g_fo), jax.tree.leaves(g_ref)))
+    assert diff > 1e-3
+
+
+def test_unroll_changes_nothing_but_speed():
+    batch = _batch(n=8, hw=6)
+    st = _state(TinyMLP(batch_norm=False), batch["image"])
+    key = jax.random.key(3)
+    for make in (
+        lambda u: _llr.llr_objective(eps=0.1, lambda_=4.0, mu=3.0, num_steps=3, step_size=0.1,
+                                     unroll=u),
+        lambda u: _llr.adv_k_objective(k=3, eps=0.1, step_size=0.05, step_rule="adam", unroll=u),
+    ):
+        outs = [jax.jit(jax.value_and_grad(lambda p, o=make(u): o(p, st, batch, key)[0]))(
+            st.params) for u in (1, True)]
+        for loss, g in outs[1:]:
+            np.testing.assert_allclose(loss, outs[0][0], rtol=1e-6)
+            for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(outs[0][1])):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="unroll"):
+        _llr.llr_objective(eps=0.1, lambda_=1.0, mu=1.0, num_steps=2, step_size=0.1, unroll=0)
+    with pytest.raises(ValueError, match="unroll"):
+        _llr.adv_k_objective(k=2, eps=0.1, step_size=0.1, unroll=-1)

@@ -149,7 +149,7 @@ def test_local_linearity_vmap_and_keys():
     got = jax.jit(jax.vmap(f))(keys, xs, ys)
     fj = jax.jit(f)
     ref = jnp.stack([fj(keys[i], xs[i], ys[i]) for i in range(2)])
-    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-7)  # float32 rounding
     # same key -> same result; different key -> different start; per-example keys accepted
     np.testing.assert_array_equal(fj(keys[0], xs[0], ys[0]), ref[0])
     assert not np.allclose(fj(keys[1], xs[0], ys[0]), ref[0])
