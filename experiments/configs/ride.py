@@ -4,8 +4,10 @@ Variants:
 
 * ``"default"`` (= ``"small"``) — CPU-sized run on the embedded MNIST digits: a small
   noise-augmented CNN, 16 test digits, RIDE with ``K = 50, T = 4`` (``RIDE_CONFIGS["small"]``),
-  BPDA PGD-10 with EOT over 2 draws. Roughly 15 CPU-minutes (estimated from the measured
-  per-step cost, ~10 ms per image and step on CPU).
+  BPDA PGD-10 with EOT over 2 draws. Roughly 15 CPU-minutes with the former ``nn.Conv`` FCN
+  (~10 ms per image and step on CPU); the im2col FCN (``RideFCN(conv="patches")``, default)
+  measured ~3 ms per image and step on a loaded 2-core machine
+  (experiments/benchmarks/ride.py), so about a third of that.
 * ``"smoke"`` — seconds-sized end-to-end check (tiny CNN, tiny FCN, 4 digits, ``K = 4, T = 2``).
 * ``"mnist"``, ``"cifar10"``, ``"imagenet"`` — the paper's settings (K = 2000, T = 5, α = 0.9,
   σ = 0.5, p = 0.9, Adam 1e-4 / wd 1e-4, Table 3 FCNs, BPDA PGD-10 at ε = 0.1 / 0.05). Not run

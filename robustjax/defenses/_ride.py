@@ -82,6 +82,11 @@ class RideConfig(NamedTuple):
       dropout_at_eval: keep dropout on when forming the estimate (the paper does; ``True``).
       dip_noise_scale: DIP's fixed input is ``U(0, dip_noise_scale)`` noise with the image's
         channel count (Table 3's input planes); 0.1 as in Ulyanov et al.
+      chunk_size: execution only, no effect on the result: a batch is fitted as ``lax.map``
+        over chunks of ``chunk_size`` images, each chunk one vectorized (vmapped) program of
+        all its networks (8; ``None`` vectorizes the whole batch at once). On CPU a chunk's
+        working set then stays in cache; measured on 2 cores with the MNIST FCN, chunks of 8
+        ran ~2× faster per image than one 64-image program (experiments/benchmarks/ride.py).
     """
 
     num_steps: int = 2000
@@ -96,6 +101,7 @@ class RideConfig(NamedTuple):
     nms: bool = True
     dropout_at_eval: bool = True
     dip_noise_scale: float = 0.1
+    chunk_size: int | None = 8
 
 
 #: Per-dataset configurations. The paper fixes the same hyperparameters for every dataset
@@ -144,6 +150,8 @@ def _check_config(config: RideConfig) -> None:
     if config.mask_ratio >= 1.0:
         raise ValueError(f"`config.mask_ratio` must be < 1, got {config.mask_ratio}.")
     V.check_nonnegative(config.dip_noise_scale, "config.dip_noise_scale")
+    if config.chunk_size is not None:
+        V.check_positive_int(config.chunk_size, "config.chunk_size")
 
 
 def random_loss_mask(key: PRNGKey, shape: tuple[int, int], *, ratio: float) -> Array:
@@ -333,11 +341,15 @@ def self_supervised_trace(
     method: str = "ride",
     config: RideConfig = RideConfig(),
 ) -> DefenseTrace:
-    """:func:`self_supervised_single` vmapped over a batch ``x [N, H, W, C]``.
+    """:func:`self_supervised_single` vectorized over a batch ``x [N, H, W, C]``.
 
     Image ``i`` runs with key ``jax.random.split(key, N)[i]`` and its own network weights and
-    Adam state. Returns a :class:`DefenseTrace` whose fields have a leading ``N``. Cost: that of
-    one image times ``N`` in FLOPs, in one vectorized program.
+    Adam state, so the result equals per-image runs. The batch is processed as
+    ``lax.map(..., batch_size=config.chunk_size)``: chunks of ``chunk_size`` images, each one
+    ``jax.vmap``-ped program training all its networks together (with the RIDE FCN's
+    ``conv="patches"`` every layer is then one batched matmul). Returns a
+    :class:`DefenseTrace` whose fields have a leading ``N``. Cost: that of one image times
+    ``N`` in FLOPs.
     """
     V.check_choice(method, "method", RIDE_METHODS)
     _check_config(config)
@@ -345,9 +357,12 @@ def self_supervised_trace(
     V.check_images(x, "x", box=None)
     x = jnp.asarray(x, jnp.float32)
     keys = jax.random.split(key, x.shape[0])
-    return jax.vmap(
-        lambda k, xi: self_supervised_single(net, k, xi, method=method, config=config)
-    )(keys, x)
+
+    def one(args):
+        return self_supervised_single(net, args[0], args[1], method=method, config=config)
+
+    chunk = x.shape[0] if config.chunk_size is None else min(config.chunk_size, x.shape[0])
+    return jax.lax.map(one, (keys, x), batch_size=chunk)
 
 
 def _defender(method: str, paper: str):

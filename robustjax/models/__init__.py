@@ -42,9 +42,12 @@ from robustjax.models._generative import pad_to_32
 from robustjax.models._l2l import ConditionalBatchNorm
 from robustjax.models._l2l import L2LGenerator
 from robustjax.models._l2l import L2LGeneratorTiny
+from robustjax.models._ride import RIDE_CONV_IMPLS
 from robustjax.models._ride import RIDE_FCN_SPECS
 from robustjax.models._ride import RideFCN
+from robustjax.models._ride import coin_dropout_mask
 from robustjax.models._ride import make_reconstruction_net
+from robustjax.models._ride import patches_conv3x3
 from robustjax.models._ride import ride_fcn
 from robustjax.models._attack_generators import AdvGANDiscriminator
 from robustjax.models._attack_generators import AdvGANGenerator
@@ -75,7 +78,10 @@ __all__ = [
     "L2LGenerator",
     "L2LGeneratorTiny",
     "RIDE_FCN_SPECS",
+    "RIDE_CONV_IMPLS",
     "RideFCN",
+    "coin_dropout_mask",
+    "patches_conv3x3",
     "make_reconstruction_net",
     "ride_fcn",
     "ACTIVATIONS",

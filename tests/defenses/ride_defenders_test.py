@@ -9,7 +9,6 @@ import jax.numpy as jnp
 from robustjax.defenses import RIDE_CONFIGS
 from robustjax.defenses import ReconstructionNet
 from robustjax.defenses import RideConfig
-from robustjax.defenses import dae
 from robustjax.defenses import random_loss_mask
 from robustjax.defenses import ride
 from robustjax.defenses import ride_interpolate
@@ -47,44 +46,58 @@ def test_paper_defaults():
     assert (cfg.learning_rate, cfg.weight_decay, cfg.mask_ratio) == (1e-4, 1e-4, 0.9)
     assert cfg.nms and cfg.dropout_at_eval and not cfg.decoupled_weight_decay
     assert RIDE_CONFIGS["mnist"] == cfg
+    assert cfg.chunk_size == 8  # execution only
+
+
+def _single(method, cfg):
+    return jax.jit(lambda k, v: self_supervised_single(TINY, k, v, method=method,
+                                                       config=cfg).estimate)
 
 
 def test_ride_alpha_one_reduces_to_dae():
-    x = _imgs()
-    key = jax.random.key(0)
-    cfg = SMALL._replace(alpha=1.0, nms=False)
-    r = jax.jit(lambda k, v: ride(TINY, k, v, config=cfg))(key, x)
-    d = jax.jit(lambda k, v: dae(TINY, k, v, config=SMALL))(key, x)
-    np.testing.assert_allclose(r, d, atol=1e-6)
-    # DAE with T checkpoints of K steps is one DAE run of K·T steps.
-    d1 = jax.jit(lambda k, v: dae(TINY, k, v, config=SMALL._replace(num_steps=9,
-                                                                     num_checkpoints=1)))(key, x)
-    np.testing.assert_allclose(d1, d, atol=1e-6)
-    # ... and with α < 1 RIDE really moves its target, so the outputs differ.
-    r9 = jax.jit(lambda k, v: ride(TINY, k, v, config=SMALL))(key, x)
-    assert np.abs(np.asarray(r9) - np.asarray(d)).max() > 1e-4
+    # Per-image identities, checked on the single-image program (cheaper to compile than the
+    # batched one; batch == per-image runs is tested below) for two images.
+    x = _imgs(n=2)
+    keys = jax.random.split(jax.random.key(0), 2)
+    ride1 = _single("ride", SMALL._replace(alpha=1.0, nms=False))
+    dae_ = _single("dae", SMALL)
+    dae9 = _single("dae", SMALL._replace(num_steps=9, num_checkpoints=1))
+    ride_ = _single("ride", SMALL)
+    for k, v in zip(keys, x):
+        d = np.asarray(dae_(k, v))
+        np.testing.assert_allclose(ride1(k, v), d, atol=1e-6)
+        # DAE with T checkpoints of K steps is one DAE run of K·T steps.
+        np.testing.assert_allclose(dae9(k, v), d, atol=1e-6)
+        # ... and with α < 1 RIDE really moves its target, so the outputs differ.
+        assert np.abs(np.asarray(ride_(k, v)) - d).max() > 1e-4
 
 
 def test_batch_equals_per_image_runs_and_is_randomized():
     x = _imgs(n=3, c=2)
     key = jax.random.key(1)
-    batched = jax.jit(lambda k, v: self_supervised_trace(TINY, k, v, config=SMALL))(key, x)
+    run = jax.jit(lambda k, v: self_supervised_trace(TINY, k, v, config=SMALL))  # one compile
+    batched = run(key, x)
     single = jax.jit(lambda k, v: self_supervised_single(TINY, k, v, config=SMALL))
     keys = jax.random.split(key, 3)
     for i in range(3):
         one = single(keys[i], x[i])
         for a, b in zip(batched, one):
             np.testing.assert_allclose(a[i], b, atol=1e-5)
+    # Chunking is execution only: chunks of 2 (two programs: a chunk and a remainder of 1) give
+    # what one program of all 3 gives (the default chunk_size=8 > 3 above).
+    alt = jax.jit(lambda k, v: self_supervised_trace(
+        TINY, k, v, config=SMALL._replace(chunk_size=2)))(key, x)
+    for a, b in zip(batched, alt):
+        np.testing.assert_allclose(a, b, atol=1e-5)
     assert batched.estimate.shape == x.shape
     assert batched.estimates.shape == (3, 3) + x.shape[1:]
     assert batched.targets.shape == (3, 3) + x.shape[1:]
     assert batched.losses.shape == (3, 3, 3)
     np.testing.assert_allclose(batched.estimate, batched.estimates[:, -1])
     # Same key -> same output; another key -> another network and output (randomized defense).
-    again = jax.jit(lambda k, v: self_supervised_trace(TINY, k, v, config=SMALL))(key, x)
+    again = run(key, x)
     np.testing.assert_array_equal(again.estimate, batched.estimate)
-    other = jax.jit(lambda k, v: self_supervised_trace(TINY, k, v, config=SMALL))(
-        jax.random.key(2), x)
+    other = run(jax.random.key(2), x)
     assert np.abs(np.asarray(other.estimate) - np.asarray(batched.estimate)).max() > 1e-4
 
 
@@ -190,3 +203,5 @@ def test_rejects_bad_arguments():
         ride(TINY, jax.random.key(0), x[0], config=SMALL)
     with pytest.raises(ValueError, match="key"):
         ride(TINY, 0, x, config=SMALL)
+    with pytest.raises(ValueError, match="chunk_size"):
+        ride(TINY, jax.random.key(0), x, config=SMALL._replace(chunk_size=0))

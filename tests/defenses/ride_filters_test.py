@@ -145,3 +145,12 @@ def test_tv_rejects_bad_args():
         tv_denoise(x, weight=0.0)
     with pytest.raises(ValueError, match="num_iters"):
         tv_denoise(x, num_iters=0)
+
+
+@pytest.mark.parametrize("size", [7, 9])
+def test_median_filter_network_and_sort_paths_match_scipy(size):
+    # k <= 7 uses the selection network, k = 9 the sort; ties (quantized values) included.
+    x = np.round(_images(1, (2, 10, 9, 2)) * 4) / 4
+    got = np.asarray(jax.jit(lambda v: median_filter(v, size=size))(x))
+    ref = scipy.ndimage.median_filter(x, size=(1, size, size, 1), mode="constant", cval=0.0)
+    np.testing.assert_allclose(got, ref, atol=0)
