@@ -113,6 +113,29 @@ def resolve_unroll(unroll: int | bool | None, steps: int) -> int | bool:
     return unroll
 
 
+def _fully_unrolled(unroll: int | bool, steps: int) -> bool:
+    return unroll is True or (not isinstance(unroll, bool) and unroll >= steps)
+
+
+def run_steps(update: Any, state: Any, steps: int, unroll: int | bool, *, trace: bool = False):
+    """Apply ``update(state) -> (state, per_example)`` ``steps`` times.
+
+    A full unroll is a Python loop (``lax.fori_loop``/``scan`` keep a ``while`` loop for a
+    single step, which XLA:CPU runs slower); otherwise ``fori_loop`` (or ``scan`` when
+    ``trace``, stacking the per-example values to ``[steps, ...]``). Returns
+    ``(state, trace or None)``.
+    """
+    if _fully_unrolled(unroll, steps):
+        outs = []
+        for _ in range(steps):
+            state, out = update(state)
+            outs.append(out)
+        return state, (jnp.stack(outs) if trace else None)
+    if trace:
+        return jax.lax.scan(lambda s, _: update(s), state, None, length=steps, unroll=unroll)
+    return jax.lax.fori_loop(0, steps, lambda _, s: update(s)[0], state, unroll=unroll), None
+
+
 def _check_common(eps, steps, norm, loss, restarts, random_start, step_size, kappa):
     B.check_eps(eps)
     V.check_positive_int(steps, "steps")
@@ -180,16 +203,7 @@ def _run(
         logits_fn, x_tiled, y_tiled, eps=eps, norm=norm, step_size=step_size,
         step_rule=step_rule, loss=loss, targeted=targeted, kappa=kappa, box=box,
     )
-    state = attack.init(x_start)
-    if trace:
-        state, losses = jax.lax.scan(
-            lambda s, _: attack.update(s), state, None, length=steps, unroll=unroll
-        )
-    else:
-        state = jax.lax.fori_loop(
-            0, steps, lambda _, s: attack.update(s)[0], state, unroll=unroll
-        )
-        losses = None
+    state, losses = run_steps(attack.update, attack.init(x_start), steps, unroll, trace=trace)
     x_all = state.x
     if restarts == 1:
         return x_all, losses
@@ -445,10 +459,8 @@ def multi_targeted(
             logits_fn, big_x, big_t, eps=eps, norm=norm, step_size=step_size,
             step_rule=step_rule, loss=loss, targeted=True, kappa=kappa, box=box,
         )
-        state = jax.lax.fori_loop(
-            0, steps, lambda _, s: attack.update(s)[0], attack.init(x_start),
-            unroll=resolve_unroll(unroll, steps),
-        )
+        state, _ = run_steps(attack.update, attack.init(x_start), steps,
+                             resolve_unroll(unroll, steps))
         x_all = state.x
         m = restarts * (k - 1)
     else:
