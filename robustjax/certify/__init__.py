@@ -10,6 +10,7 @@ from robustjax.certify._upper_bounds import frobenius_bound
 from robustjax.certify._upper_bounds import linear_upper_bound
 from robustjax.certify._upper_bounds import multiclass_sdp_bound
 from robustjax.certify._upper_bounds import optimize_dual
+from robustjax.certify._upper_bounds import optimize_dual_bm
 from robustjax.certify._upper_bounds import pairwise_sdp_matrices
 from robustjax.certify._upper_bounds import sdp_bound
 from robustjax.certify._upper_bounds import sdp_dual_bound
@@ -25,6 +26,7 @@ __all__ = [
     "multiclass_sdp_bound",
     "one_hidden_lower_bound",
     "optimize_dual",
+    "optimize_dual_bm",
     "pairwise_sdp_matrices",
     "sdp_bound",
     "sdp_dual_bound",

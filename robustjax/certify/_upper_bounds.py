@@ -44,6 +44,7 @@ __all__ = [
     "sdp_dual_bound",
     "dual_init",
     "optimize_dual",
+    "optimize_dual_bm",
 ]
 
 
@@ -258,3 +259,128 @@ def optimize_dual(p: ArrayLike, c0: ArrayLike | None = None, *, steps: int = 200
     best_u = jnp.where(last < best_v, u, best_u)
     best_v = jnp.minimum(last, best_v)
     return jax.lax.stop_gradient(best_u * scale), jax.lax.stop_gradient(best_v)
+
+
+def optimize_dual_bm(p: ArrayLike, key: Array, *, split: int | None = None, rank: int = 16,
+                     steps: int = 200) -> tuple[Array, Array]:
+    r"""Dual point for :func:`sdp_dual_bound` from a low-rank (Burer-Monteiro) primal solution.
+
+    Solves the primal :math:`\max \mathrm{tr}(ZP)`, :math:`\mathrm{diag}(Z) \le 1`,
+    :math:`Z = VV^\top` with :math:`V \in \mathbb R^{n\times k}` (unit rows) by block
+    coordinate ascent, then reads off the multipliers :math:`c_i = \|(PV)_i\|` (the
+    stationarity condition :math:`(P - \mathrm{diag}(c))V = 0`) and certifies them with one
+    exact ``eigvalsh``:
+
+    .. math:: \mathrm{SDP}(P) \le n\,\lambda_{max}(P - \mathrm{diag}(c))^+ + \textstyle\sum_i c_i
+
+    (weak duality: valid for any ``V``; tight as ``V`` converges, where
+    :math:`\lambda_{max} \to 0`). Updates: with ``split = h`` and the bipartite matrix of
+    :func:`sdp_matrix` (zero diagonal blocks), alternately :math:`S \leftarrow
+    \mathrm{rownorm}(AT)`, :math:`T \leftarrow \mathrm{rownorm}(A^\top S)` -- each an exact
+    block maximisation (two ``[h, d] x [d, k]`` matmuls per step). With ``split=None`` (any
+    symmetric ``P``), the shifted Jacobi step :math:`V \leftarrow \mathrm{rownorm}((P +
+    \sigma I)V)` with the Gershgorin bound :math:`\sigma = \max_i\sum_j|P_{ij}|`, monotone
+    but slower. ``rank`` :math:`k \ge \sqrt{2n}` avoids spurious local optima generically
+    (Boumal et al. 2016); in practice 16 sufficed for ``n = 300``.
+
+    Certificate: with ``split=None`` one exact ``eigvalsh`` of size ``n``. With ``split = h``
+    no eigensolve: the multipliers are shifted by the smallest :math:`\mu` on a geometric grid
+    for which a Cholesky factorisation of the ``min(h, d)``-sized Schur complement proves
+    :math:`\lambda_{max}(P - \mathrm{diag}(c + \mu)) \le 0` (cost ``O(h^2 d)`` instead of
+    ``O(n^3)``); the bound is then :math:`\sum_i c_i + n\mu` and equals
+    :func:`sdp_dual_bound` at the returned ``c``.
+
+    Much faster and tighter than :func:`optimize_dual` (which needs an ``eigh`` per Adam step):
+    at ``n = 300`` 200 steps here are a few matmuls plus one ``eigh``. Why no Lanczos for the
+    final :math:`\lambda_{max}`: a Ritz value underestimates it, so the result would not be a
+    certificate; one ``eigvalsh`` is exact up to rounding.
+
+    Args:
+      p: ``[n, n]`` symmetric (``vmap`` for stacks; ``key`` may then be shared).
+      key: PRNG key for the random initial ``V``.
+      split: ``h`` for the block matrix of :func:`sdp_matrix` (``P[:h, :h] = P[h:, h:] = 0``),
+        or None for a general ``P``.
+      rank: columns ``k`` of ``V``. steps: ascent steps.
+
+    Returns:
+      ``(c [n], bound [])`` under ``stop_gradient`` (Danskin: differentiate
+      :func:`sdp_dual_bound` ``(p, c)`` for the gradient w.r.t. ``p``).
+
+    Cost: ``O(steps·h·d·k)`` plus ``O(h²d)`` Cholesky tests (``split = h``);
+    ``O(steps·n²·k)`` plus one ``O(n³)`` ``eigvalsh`` (``split=None``).
+    """
+    V.check_key(key, "key")
+    V.check_positive_int(rank, "rank")
+    V.check_positive_int(steps, "steps")
+    p = jax.lax.stop_gradient(jnp.asarray(p))
+    V.check_rank(p, "p", 2)
+    n = p.shape[-1]
+    if split is not None:
+        split = int(split)
+        if not 0 < split < n:
+            raise ValueError(f"`split` must be in [1, {n - 1}] or None, got {split}.")
+
+    def rownorm(z):
+        nz = jnp.linalg.norm(z, axis=1, keepdims=True)
+        return jnp.where(nz > 0, z / jnp.where(nz > 0, nz, 1.0), 0.0)
+
+    v0 = rownorm(jax.random.normal(key, (n, rank), p.dtype))
+    if split is not None:
+        a = p[:split, split:]
+
+        def body(_, t):
+            return rownorm(a.T @ rownorm(a @ t))
+
+        t = jax.lax.fori_loop(0, steps, body, v0[split:])
+        vv = jnp.concatenate([rownorm(a @ t), t])
+    else:
+        sigma = jnp.max(jnp.sum(jnp.abs(p), axis=1))
+        vv = jax.lax.fori_loop(0, steps, lambda _, z: rownorm(p @ z + sigma * z), v0)
+    c = jnp.linalg.norm(p @ vv, axis=1)
+    if split is None:
+        bound = sdp_dual_bound(p, c)
+        return jax.lax.stop_gradient(c), jax.lax.stop_gradient(bound)
+    c, bound = _schur_certificate(p[:split, split:], c[:split], c[split:])
+    return jax.lax.stop_gradient(c), jax.lax.stop_gradient(bound)
+
+
+def _schur_certificate(a: Array, cs: Array, ct: Array, *, num_shifts: int = 8,
+                       rel_shift: float = 1e-4) -> tuple[Array, Array]:
+    r"""Certify :math:`\lambda_{max}(P - \mathrm{diag}(c)) \le \mu` for the block matrix
+    :math:`P = [[0, A], [A^\top, 0]]` without an eigensolve of size ``h + d``.
+
+    :math:`\mu I - P + \mathrm{diag}(c) \succ 0` iff (with :math:`\mu + c_t > 0`) the Schur
+    complement :math:`\mathrm{diag}(\mu + c_s) - A\,\mathrm{diag}(\mu + c_t)^{-1}A^\top`
+    (``[h, h]``; the smaller block is used) is positive definite, i.e. its Cholesky
+    factorisation succeeds. Tries ``μ_k = μ_0·4^k`` (``μ_0 = rel_shift·Σc/n``) and keeps the
+    smallest certified one (``while_loop``); returns ``c + μ`` (for which :math:`\lambda_{max} \le 0`) and the
+    bound :math:`\sum_i c_i + n\mu`. Falls back to the Gershgorin shift (always valid) if no
+    ``μ_k`` certifies. Cost ``O(h^2 d + h^3)`` per tried shift.
+    """
+    if a.shape[0] > a.shape[1]:  # Schur complement onto the smaller block
+        a, cs, ct = a.T, ct, cs
+        flip = True
+    else:
+        flip = False
+    n = cs.shape[0] + ct.shape[0]
+    csum = jnp.sum(cs) + jnp.sum(ct)
+    mu0 = jnp.maximum(rel_shift * csum / n, 1e-12)
+    mus = mu0 * 4.0 ** jnp.arange(num_shifts, dtype=a.dtype)
+
+    def ok(mu):
+        s = jnp.diag(mu + cs) - (a / (mu + ct)[None, :]) @ a.T
+        chol = jnp.linalg.cholesky(0.5 * (s + s.T))
+        return jnp.all(jnp.isfinite(chol)) & jnp.all(jnp.diagonal(chol) > 0)
+
+    # smallest certified shift first; stops at the first success (usually k = 0 or 1)
+    k = jax.lax.while_loop(lambda k: (k < num_shifts) & ~ok(mus[jnp.minimum(k, num_shifts - 1)]),
+                           lambda k: k + 1, jnp.asarray(0))
+    gersh = jnp.maximum(jnp.max(jnp.sum(jnp.abs(a), 1) - cs),
+                        jnp.max(jnp.sum(jnp.abs(a), 0) - ct))
+    mu = jnp.where(k < num_shifts, mus[jnp.minimum(k, num_shifts - 1)],
+                   jnp.maximum(gersh, 0.0))
+    cs, ct = cs + mu, ct + mu
+    if flip:
+        cs, ct = ct, cs
+    c = jnp.concatenate([cs, ct])
+    return c, jnp.sum(c)

@@ -29,29 +29,35 @@ def _check_flow(x: Array, flow: Array) -> None:
         raise ValueError(f"`flow` must have a floating dtype, got {flow.dtype}.")
 
 
-def _warp_one(img: Array, flow: Array) -> Array:
-    """``img [H, W, C]``, ``flow [H, W, 2]`` -> ``[H, W, C]``."""
-    h, w, _ = img.shape
-    rows = jnp.arange(h, dtype=flow.dtype)[:, None] + flow[..., 1]
-    cols = jnp.arange(w, dtype=flow.dtype)[None, :] + flow[..., 0]
+def _warp_flat(x: Array, flow: Array) -> Array:
+    """``x [N, H, W, C]``, ``flow [N, H, W, 2]`` -> ``[N, H, W, C]`` by one flat gather.
+
+    The image is zero-padded (1 pixel before, 2 after each spatial axis) and flattened, so the
+    four bilinear taps of every output pixel are ``idx, idx + 1, idx + Wp, idx + Wp + 1`` in one
+    ``take_along_axis`` without bounds masks. Sampling coordinates are clamped to ``[-1, H]``
+    (``[-1, W]``) first: beyond that every tap is padding, so the value (0) is unchanged, and
+    the clamp has zero derivative there, as the true derivative. The backward pass w.r.t. the
+    flow reuses the gathered taps (no scatter); only the gradient w.r.t. ``x`` scatter-adds.
+    """
+    n, h, w, c = x.shape
+    hp, wp = h + 3, w + 3
+    xp = jnp.pad(x, ((0, 0), (1, 2), (1, 2), (0, 0))).reshape(n, hp * wp, c)
+    rows = jnp.arange(h, dtype=flow.dtype)[None, :, None] + flow[..., 1]
+    cols = jnp.arange(w, dtype=flow.dtype)[None, None, :] + flow[..., 0]
+    # jnp.where (not clip) keeps the derivative 1 exactly at the clamp points.
+    rows = jnp.where(rows < -1, -1.0, jnp.where(rows > h, float(h), rows)).astype(flow.dtype)
+    cols = jnp.where(cols < -1, -1.0, jnp.where(cols > w, float(w), cols)).astype(flow.dtype)
     r0 = jnp.floor(rows)
     c0 = jnp.floor(cols)
-    a = (rows - r0)[..., None]  # fractional parts carry the gradient w.r.t. the flow
-    b = (cols - c0)[..., None]
-    r0 = r0.astype(jnp.int32)
-    c0 = c0.astype(jnp.int32)
-
-    def tap(ri: Array, ci: Array) -> Array:
-        inside = (ri >= 0) & (ri < h) & (ci >= 0) & (ci < w)
-        vals = img[jnp.clip(ri, 0, h - 1), jnp.clip(ci, 0, w - 1)]
-        return jnp.where(inside[..., None], vals, jnp.zeros((), img.dtype))
-
-    return (
-        (1 - a) * (1 - b) * tap(r0, c0)
-        + (1 - a) * b * tap(r0, c0 + 1)
-        + a * (1 - b) * tap(r0 + 1, c0)
-        + a * b * tap(r0 + 1, c0 + 1)
-    )
+    a = (rows - r0).reshape(n, h * w, 1)  # fractional parts carry the gradient w.r.t. the flow
+    b = (cols - c0).reshape(n, h * w, 1)
+    idx = ((r0.astype(jnp.int32) + 1) * wp + c0.astype(jnp.int32) + 1).reshape(n, h * w)
+    idx4 = jnp.concatenate([idx, idx + 1, idx + wp, idx + wp + 1], axis=1)[..., None]
+    taps = jnp.take_along_axis(xp, idx4, axis=1, mode="promise_in_bounds")
+    t00, t01, t10, t11 = jnp.split(taps, 4, axis=1)
+    top = t00 + b * (t01 - t00)
+    bot = t10 + b * (t11 - t10)
+    return (top + a * (bot - top)).reshape(n, h, w, c)
 
 
 def warp(x: ArrayLike, flow: ArrayLike) -> Array:
@@ -81,7 +87,11 @@ def warp(x: ArrayLike, flow: ArrayLike) -> Array:
     Returns:
       Warped images ``[N, H, W, C]``, same dtype as ``x``.
 
-    Cost: ``O(N·H·W·C)`` (four gathers); backward the same plus a scatter-add for ``x``.
+    Implementation: one flat gather of the four taps from a zero-padded copy of ``x`` (a form
+    XLA:CPU runs well, about 3x faster than per-example 2-D indexing with bounds masks).
+
+    Cost: ``O(N·H·W·C)`` (one gather of ``4·H·W`` taps per example); backward w.r.t. the flow
+    the same (it reuses the taps), w.r.t. ``x`` a scatter-add.
 
     References:
       Xiao et al., *Spatially Transformed Adversarial Examples*, ICLR 2018, Eqn 1;
@@ -92,4 +102,4 @@ def warp(x: ArrayLike, flow: ArrayLike) -> Array:
     flow = jnp.asarray(flow)
     _check_flow(x, flow)
     flow = flow.astype(x.dtype)
-    return jax.vmap(_warp_one)(x, flow)
+    return _warp_flat(x, flow)

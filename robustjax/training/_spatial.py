@@ -75,12 +75,34 @@ def mlp_weights(params: PyTree, *, prefix: Sequence[str] = ()) -> tuple[Array, A
     return p["Dense_0"]["kernel"].T, p["Dense_0"]["bias"], p["Dense_1"]["kernel"].T
 
 
-def norm_regularizer(params: PyTree, *, norm: str = "fro", prefix: Sequence[str] = ()) -> Array:
+def _spectral_power(m: Array, iters: int) -> Array:
+    """Largest singular value by ``iters`` power iterations on ``m^T m`` (singular vectors under
+    ``stop_gradient``; the value ``u^T m v`` then has Danskin's gradient ``u v^T``). An estimate
+    from below. Cost ``O(iters·h·d)``."""
+    mg = jax.lax.stop_gradient(m)
+
+    def body(_, x):
+        y = mg.T @ (mg @ x)
+        return y / jnp.maximum(jnp.linalg.norm(y), 1e-30)
+
+    x0 = jnp.ones((m.shape[1],), m.dtype) / jnp.sqrt(m.shape[1])
+    x = jax.lax.stop_gradient(jax.lax.fori_loop(0, iters, body, x0))
+    y = mg @ x
+    u = jax.lax.stop_gradient(y / jnp.maximum(jnp.linalg.norm(y), 1e-30))
+    return jnp.vdot(u, m @ x)
+
+
+def norm_regularizer(params: PyTree, *, norm: str = "fro", prefix: Sequence[str] = (),
+                     spectral_iters: int = 0) -> Array:
     r""":math:`\|W\| + \|V\|` with ``norm="fro"`` (Frobenius, Fro-NN) or ``"spectral"`` (largest
-    singular value; differentiable through an SVD). Scalar. Cost ``O(hd)`` (fro) or
-    ``O(hd·min(h, d))`` (spectral)."""
+    singular value; differentiable through an SVD, or with ``spectral_iters > 0`` estimated by
+    that many power iterations -- much cheaper on a CPU for 784x500). Scalar. Cost ``O(hd)``
+    (fro) or ``O(hd·min(h, d))`` (spectral; ``O(spectral_iters·hd)`` with power iterations)."""
     V.check_choice(norm, "norm", NORMS)
+    V.check_nonnegative(spectral_iters, "spectral_iters")
     w, _, v = mlp_weights(params, prefix=prefix)
+    if norm == "spectral" and spectral_iters > 0:
+        return _spectral_power(w, int(spectral_iters)) + _spectral_power(v, int(spectral_iters))
     ord_ = "fro" if norm == "fro" else 2
     return jnp.linalg.norm(w, ord=ord_) + jnp.linalg.norm(v, ord=ord_)
 
@@ -92,8 +114,10 @@ def _metrics(per_example: Array, logits: Array, y: Array) -> dict:
 
 def norm_regularized_objective(*, norm: str = "fro", weight: float = 0.08,
                                loss: str | Callable = "hinge",
-                               prefix: Sequence[str] = ()) -> Objective:
-    r"""``f_fro`` / ``f_spe`` of appendix 6.8:
+                               prefix: Sequence[str] = (),
+                               spectral_iters: int = 0) -> Objective:
+    r"""``f_fro`` / ``f_spe`` of appendix 6.8 (``spectral_iters``: see
+    :func:`norm_regularizer`):
 
     .. math:: L = \frac1N\sum_n \ell(f(x_n), y_n) + \lambda(\|W\| + \|V\|)
 
@@ -111,7 +135,7 @@ def norm_regularized_objective(*, norm: str = "fro", weight: float = 0.08,
         mp = _model_params(params)
         logits, stats = apply_model(state, mp, x, train=True, key=key)
         per = loss_fn(logits, y)
-        reg = norm_regularizer(mp, norm=norm, prefix=prefix)
+        reg = norm_regularizer(mp, norm=norm, prefix=prefix, spectral_iters=spectral_iters)
         total = jnp.mean(per) + weight * reg
         m = _metrics(per, logits, y)
         m.update(loss=total, task_loss=jnp.mean(per), regularizer=reg)
@@ -127,8 +151,37 @@ def pair_indices(num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     return i.astype(np.int32), j.astype(np.int32)
 
 
+def _lmax_power(a: Array, c: Array, iters: int) -> Array:
+    r""":math:`\lambda_{max}(P - \mathrm{diag}(c))` for the block matrix ``P`` of ``a [h, d]``
+    (one pair) by ``iters`` shifted power iterations, matrix-free (never forms the
+    ``(h+d)^2`` matrix). The eigenvector estimate is under ``stop_gradient`` and the value is
+    its Rayleigh quotient, so the derivative w.r.t. ``a`` and ``c`` is Danskin's
+    :math:`u u^\top` at the estimated top eigenvector. The shift (Gershgorin bound) makes the
+    iterated matrix PSD. An estimate from below, **not a certificate** (training only).
+    Cost ``O(iters·h·d)``."""
+    h = a.shape[0]
+    cs, ct = c[:h], c[h:]
+
+    def mv(u):
+        return jnp.concatenate([a @ u[h:] - cs * u[:h], a.T @ u[:h] - ct * u[h:]])
+
+    ag = jax.lax.stop_gradient(a)
+    sigma = jax.lax.stop_gradient(
+        jnp.maximum(jnp.max(jnp.sum(jnp.abs(ag), 1)), jnp.max(jnp.sum(jnp.abs(ag), 0)))
+        + jnp.max(jnp.abs(c)))
+
+    def body(_, u):
+        z = jax.lax.stop_gradient(mv(u)) + sigma * u
+        return z / jnp.maximum(jnp.linalg.norm(z), 1e-30)
+
+    n = c.shape[0]
+    u0 = jnp.ones((n,), a.dtype) / jnp.sqrt(n)
+    u = jax.lax.stop_gradient(jax.lax.fori_loop(0, iters, body, u0))
+    return jnp.vdot(u, mv(u))
+
+
 def pairwise_dual_bounds(w: Array, v: Array, lam: Array, c: Array, *,
-                         temperature: float = 0.0) -> Array:
+                         temperature: float = 0.0, lmax_iters: int = 0) -> Array:
     r"""Dual SDP bounds :math:`q^{ij}` for every class pair, as a symmetric ``[K, K]`` matrix
     (zero diagonal).
 
@@ -141,10 +194,24 @@ def pairwise_dual_bounds(w: Array, v: Array, lam: Array, c: Array, *,
       w: ``[h, d]``; v: ``[K, h]``; lam: ``[d]`` AABB radii; c: ``[K(K-1)/2, h+d]`` dual
         variables in :func:`pair_indices` order.
 
-    Returns: ``[K, K]``. Cost ``K(K-1)/2`` eigendecompositions of size ``h+d``.
+      lmax_iters: 0 (default): exact ``eigvalsh`` (a certificate). ``> 0``: that many
+        matrix-free power iterations (:func:`_lmax_power`), an estimate for training at large
+        ``h + d`` (e.g. 28x28 with 500 hidden units: ``n = 1284``, where 45 ``eigh`` per step
+        are too slow on a CPU); ``temperature`` is then ignored.
+
+    Returns: ``[K, K]``. Cost ``K(K-1)/2`` eigendecompositions of size ``h+d``
+    (``lmax_iters > 0``: ``O(K^2·lmax_iters·h·d)``).
     """
+    V.check_nonnegative(lmax_iters, "lmax_iters")
     k = v.shape[0]
     ii, jj = pair_indices(k)
+    if lmax_iters > 0:
+        dvs = v[ii] - v[jj]
+        a = jax.vmap(lambda dv: dv[:, None] * w * lam[None, :])(dvs)
+        top = jax.vmap(lambda aa, cc: _lmax_power(aa, cc, int(lmax_iters)))(a, c)
+        q = c.shape[-1] * jnp.maximum(top, 0.0) + jnp.sum(jnp.maximum(c, 0.0), axis=-1)
+        out = jnp.zeros((k, k), q.dtype).at[ii, jj].set(q)
+        return out + out.T
     p = jax.vmap(lambda dv: certify.sdp_matrix(w, dv, lam))(v[ii] - v[jj])
     q = certify.sdp_dual_bound(p, c, temperature=temperature)
     out = jnp.zeros((k, k), q.dtype).at[ii, jj].set(q)
@@ -152,7 +219,7 @@ def pairwise_dual_bounds(w: Array, v: Array, lam: Array, c: Array, *,
 
 
 def init_sdp_dual(params: PyTree, lam: Array, *, steps: int = 50,
-                  prefix: Sequence[str] = ()) -> PyTree:
+                  prefix: Sequence[str] = (), method: str = "adam") -> PyTree:
     r"""Add dual variables (one row per class pair) to ``params`` under :data:`DUAL_KEY`, for
     :func:`sdp_dual_objective`: the closed form :func:`robustjax.certify.dual_init` refined by
     ``steps`` steps of :func:`robustjax.certify.optimize_dual` (``steps=0``: closed form only).
@@ -164,11 +231,21 @@ def init_sdp_dual(params: PyTree, lam: Array, *, steps: int = 50,
     Returns a new dict ``{**params, "sdp_dual": c [K(K-1)/2, h+d]}``; the optimizer then trains
     ``c`` jointly with the weights (SDP-NN, Raghunathan et al. 2018). The model ignores the
     extra entry (the objectives strip it before ``apply``). Cost ``K(K-1)/2`` eigensolves.
+
+    ``method="bm"``: instead, ``c`` from :func:`robustjax.certify.optimize_dual_bm` (``steps``
+    Burer-Monteiro steps, then one ``eigvalsh`` per pair) -- near-optimal multipliers at the
+    cost of one eigensolve per pair, the choice for large ``h + d``.
     """
     V.check_nonnegative(steps, "steps")
+    V.check_choice(method, "method", ("adam", "bm"))
     w, _, v = mlp_weights(params, prefix=prefix)
     ii, jj = pair_indices(v.shape[0])
     p = jax.vmap(lambda dv: certify.sdp_matrix(w, dv, lam))(v[ii] - v[jj])
+    if method == "bm":
+        key = jax.random.key(0)
+        c = jax.lax.map(lambda pp: certify.optimize_dual_bm(
+            pp, key, split=w.shape[0], steps=max(int(steps), 1))[0], p)
+        return {**params, DUAL_KEY: c}
     c = certify.dual_init(p)
     if steps > 0:
         c = jax.vmap(lambda pp, cc: certify.optimize_dual(pp, cc, steps=int(steps))[0])(p, c)
@@ -177,13 +254,14 @@ def init_sdp_dual(params: PyTree, lam: Array, *, steps: int = 50,
 
 def sdp_regularizer(params: PyTree, labels: Array, lam: Array, *, eps: float,
                     jacobian_bound: float = 2.0, temperature: float = 0.0,
-                    prefix: Sequence[str] = ()) -> Array:
+                    prefix: Sequence[str] = (), lmax_iters: int = 0) -> Array:
     r"""Per-example certified bound :math:`\tfrac{\kappa}{2}\epsilon\max_{i\ne y} q^{iy}`,
     ``[N]`` (appendix 6.7; :math:`\kappa` = ``jacobian_bound``, 2 in the paper; see
     :mod:`robustjax.certify`). Needs ``params[DUAL_KEY]`` (:func:`init_sdp_dual`).
     Differentiable in the weights and the dual variables."""
     w, _, v = mlp_weights(params, prefix=prefix)
-    q = pairwise_dual_bounds(w, v, lam, params[DUAL_KEY], temperature=temperature)
+    q = pairwise_dual_bounds(w, v, lam, params[DUAL_KEY], temperature=temperature,
+                             lmax_iters=lmax_iters)
     k = v.shape[0]
     qy = q[:, labels].T  # [N, K]: q^{i y_n}
     qy = jnp.where(jax.nn.one_hot(labels, k, dtype=bool), -jnp.inf, qy)
@@ -192,7 +270,8 @@ def sdp_regularizer(params: PyTree, labels: Array, lam: Array, *, eps: float,
 
 def sdp_dual_objective(lam: Array, *, eps: float = 0.05, weight: float = 1.0,
                        loss: str | Callable = "hinge", jacobian_bound: float = 2.0,
-                       temperature: float = 0.0, prefix: Sequence[str] = ()) -> Objective:
+                       temperature: float = 0.0, prefix: Sequence[str] = (),
+                       lmax_iters: int = 0) -> Objective:
     r"""``f_sdp``: task loss plus the SDP-dual certified bound (Sec. 4.1, 6.7; SDP-NN style):
 
     .. math:: L = \frac1N\sum_n \Big[\ell(f(x_n), y_n)
@@ -208,6 +287,8 @@ def sdp_dual_objective(lam: Array, *, eps: float = 0.05, weight: float = 1.0,
       eps: flow budget :math:`\epsilon` of the regularised bound; weight: :math:`\lambda`.
       loss: task loss (``"hinge"``, ``"ce"`` or callable); jacobian_bound: :math:`\kappa`;
       temperature: smooth :math:`\lambda_{max}` (0: exact); prefix: MLP sub-tree.
+      lmax_iters: 0: exact ``eigvalsh``; ``> 0``: matrix-free power-iteration estimate of
+        :math:`\lambda_{max}` (see :func:`pairwise_dual_bounds`; for large ``h + d``).
 
     Returns an objective with metrics ``{"loss", "accuracy", "task_loss", "regularizer"}``
     (``regularizer``: the batch-mean bound before the weight).
@@ -226,7 +307,7 @@ def sdp_dual_objective(lam: Array, *, eps: float = 0.05, weight: float = 1.0,
         logits, stats = apply_model(state, mp, x, train=True, key=key)
         per = loss_fn(logits, y)
         reg = sdp_regularizer(params, y, lam, eps=eps, jacobian_bound=jacobian_bound,
-                              temperature=temperature, prefix=prefix)
+                              temperature=temperature, prefix=prefix, lmax_iters=lmax_iters)
         total = jnp.mean(per) + weight * jnp.mean(reg)
         m = _metrics(per, logits, y)
         m.update(loss=total, task_loss=jnp.mean(per), regularizer=jnp.mean(reg))

@@ -214,3 +214,20 @@ def test_aabb_radii_prop2(ridge):
     assert np.all(np.abs(rs) <= eps * lam[None] + 1e-6)
     # corner pixels move most freely under TV
     assert lam[0] > lam[5]
+
+
+def test_far_outside_flow_gives_zero_value_and_gradient():
+    # sampling points beyond the zero padding (clamped internally) read 0 with zero derivative;
+    # a point exactly one pixel outside still has the one-sided derivative x[0] - 0.
+    x = _rand(30, (1, 4, 5, 1), 0.1, 1.0)
+    f = np.zeros((1, 4, 5, 2), np.float32)
+    f[0, 0, 0] = (100.0, 0.0)
+    f[0, 1, 1] = (0.0, -57.5)
+    f[0, 2, 2] = (0.0, -3.0)  # row 2 - 3 = -1: exactly on the clamp point
+    f = jnp.asarray(f)
+    out, vjp = jax.vjp(lambda ff: S.warp(x, ff), f)
+    assert float(out[0, 0, 0, 0]) == 0.0 and float(out[0, 1, 1, 0]) == 0.0
+    assert float(out[0, 2, 2, 0]) == 0.0
+    g = np.asarray(vjp(jnp.ones_like(out))[0])
+    assert np.all(g[0, 0, 0] == 0) and np.all(g[0, 1, 1] == 0)
+    np.testing.assert_allclose(g[0, 2, 2, 1], float(x[0, 0, 2, 0]), rtol=1e-6)
