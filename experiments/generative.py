@@ -51,22 +51,6 @@ import json
 import os
 import time
 
-from absl import app, flags
-from ml_collections import config_flags
-
-_HERE = os.path.dirname(os.path.abspath(__file__))
-
-FLAGS = flags.FLAGS
-
-
-def _define_flags():
-    """Define the command-line flags (only when run as a script, so that importing this module
-    next to other experiments in one process does not redefine ``--workdir``/``--config``)."""
-    flags.DEFINE_string("workdir", "/tmp/robustjax_generative", "Directory for outputs.")
-    config_flags.DEFINE_config_file(
-        "config", os.path.join(_HERE, "configs", "generative.py"), "Configuration file.",
-        lock_config=True)
-
 
 # ----------------------------------------------------------------------------------------------
 # Generative models and classifiers
@@ -574,14 +558,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     return out
 
 
-def main(argv):
-    del argv
-    from absl import logging
-
-    logging.set_verbosity(logging.WARNING)
-    train_and_evaluate(FLAGS.config, FLAGS.workdir)
-
-
 if __name__ == "__main__":
-    _define_flags()
-    app.run(main)
+    import _common
+
+    _common.run("generative", train_and_evaluate, distributed=False)

@@ -1,19 +1,13 @@
 """Smoke test of experiments/generative.py: the tiny configs end to end (train, attack, write)."""
 
-import importlib.util
 import json
 import os
 
 import pytest
 
+from _common import load_module as _load
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _config(variant):

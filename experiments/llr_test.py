@@ -1,6 +1,5 @@
 """End-to-end smoke test of ``experiments/llr.py`` and unit tests of the F.1 protocol."""
 
-import importlib.util
 import json
 import os
 
@@ -11,14 +10,10 @@ import pytest
 
 from robustjax.evaluation import _protocols
 
+from _common import load_module as _load
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
-
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

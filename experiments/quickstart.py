@@ -1,8 +1,8 @@
 """robustjax quickstart: normal vs PGD adversarial training on real MNIST digits, offline.
 
 Trains a small CNN (``robustjax.models.MnistCNN``) on the MNIST digits embedded in the package,
-once normally and once with Madry PGD-7 adversarial training at ε = 0.3, then evaluates clean,
-FGSM and PGD-40 accuracy on held-out digits over several ε. Writes to ``--workdir``:
+once normally and once with Madry PGD-7 adversarial training at ε = 0.3 (ε ramped up from 0),
+then evaluates clean, FGSM and PGD-40 accuracy on held-out digits over several ε. Writes to ``--workdir``:
 
 * ``results.json`` and ``table.md`` — the accuracy table (also printed);
 * ``accuracy_vs_eps.png`` — robust accuracy against ε for both models and both attacks;
@@ -25,34 +25,13 @@ import json
 import os
 import time
 
-from absl import app, flags
-from ml_collections import config_flags
-
-_HERE = os.path.dirname(os.path.abspath(__file__))
-
-FLAGS = flags.FLAGS
-
-
-def _define_flags():
-    """Define the command-line flags (only when run as a script, so that several experiment
-    modules can be imported into one process, e.g. by the test suite)."""
-    flags.DEFINE_string("workdir", "/tmp/robustjax_quickstart", "Directory for outputs.")
-    config_flags.DEFINE_config_file(
-        "config", os.path.join(_HERE, "configs", "quickstart.py"), "Configuration file.",
-        lock_config=True)
-
-
-def _bound(attack, logits_fn, **kw):
-    """Bind an attack to a model: ``(key, x, y) -> x_adv``."""
-    def run(key, x, y):
-        return attack(logits_fn, key, x, y, **kw)
-    return run
-
 
 def train_and_evaluate(config, workdir: str) -> dict:
     """Run the quickstart; returns the results dictionary also written to ``results.json``."""
     import jax
+    import jax.numpy as jnp
     import numpy as np
+    import optax
 
     from robustjax import attacks, data, evaluation, models, training
 
@@ -61,7 +40,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     k_std, k_adv, k_eval = jax.random.split(key, 3)
     train = data.subset(data.load_dataset(config.dataset, "train"), slice(0, config.num_train))
     test = data.subset(data.load_dataset(config.dataset, "test"), slice(0, config.num_test))
-    model = models.MnistCNN(features=tuple(config.features), hidden=config.hidden)
+    model = models.MnistCNN(features=tuple(config.features), kernel_size=config.kernel_size,
+                            hidden=config.hidden)
 
     common = dict(batch_size=config.batch_size, optimizer="adam",
                   learning_rate=config.learning_rate, progress=config.progress,
@@ -73,45 +53,48 @@ def train_and_evaluate(config, workdir: str) -> dict:
         num_epochs=config.standard_epochs, workdir=os.path.join(workdir, "standard"), **common)
     timings["standard_training_s"] = time.perf_counter() - t0
 
-    train_attack = functools.partial(
-        attacks.pgd, eps=config.train_eps, steps=config.train_steps,
-        step_size=config.train_step_size, random_start=True)
-    # Pure PGD training (mix = 1) at eps = 0.3 with Adam 1e-3 collapsed to the uniform
-    # prediction (loss log 10) within 100 steps here, from scratch and from the normally trained
-    # weights alike, for this CNN and for the Madry CNN. Mixing clean and adversarial examples
-    # (mix = 0.5, Goodfellow et al.) and starting from the normally trained weights (fresh
-    # optimizer state) keeps it learning; both are config options.
-    adv_init = model
-    if config.adversarial_warm_start:
-        adv_init = training.TrainState.create(
-            apply_fn=model.apply, params=std_state.params, batch_stats=std_state.batch_stats,
-            tx=training.make_optimizer("adam", learning_rate=config.learning_rate))
+    # Madry PGD training with an eps ramp-up (the attack gets eps from the schedule at each
+    # step; its step size 2.5·eps/steps follows).
+    train_attack = functools.partial(attacks.pgd, steps=config.train_steps, random_start=True)
+    eps_schedule = optax.linear_schedule(0.0, config.train_eps, config.train_eps_rampup_steps)
+    objective = training.adversarial_objective(
+        train_attack, mix=config.train_mix, eps_schedule=eps_schedule)
+    adv_common = dict(common, batch_size=config.adversarial_batch_size,
+                      learning_rate=config.adversarial_learning_rate,
+                      schedule=config.adversarial_schedule)
     t0 = time.perf_counter()
     adv_state, _ = training.fit(
-        adv_init, training.adversarial_objective(train_attack, mix=config.train_mix), train, key=k_adv,
-        num_epochs=config.adversarial_epochs, workdir=os.path.join(workdir, "adversarial"),
-        **common)
+        model, objective, train, key=k_adv, num_epochs=config.adversarial_epochs,
+        workdir=os.path.join(workdir, "adversarial"), **adv_common)
     timings["adversarial_training_s"] = time.perf_counter() - t0
 
-    def logits_fn_of(state):
-        variables = {"params": state.params}
-        if state.batch_stats:
-            variables["batch_stats"] = state.batch_stats
-        return models.make_logits_fn(model, variables)
+    def apply(params, x):
+        return model.apply({"params": params}, x)
+
+    # One compiled program per attack for both models and every eps: parameters and eps are
+    # arguments (not constants baked into a closure), so nothing recompiles.
+    @jax.jit
+    def fgsm_eval(params, key, x, y, eps):
+        return attacks.fgsm(functools.partial(apply, params), key, x, y, eps=eps)
+
+    @jax.jit
+    def pgd_eval(params, key, x, y, eps):   # step size 2.5·eps/steps, random start
+        return attacks.pgd(functools.partial(apply, params), key, x, y, eps=eps,
+                           steps=config.eval_pgd_steps, random_start=True)
 
     rows, curves = {}, {}
     t0 = time.perf_counter()
     for name, state in (("standard", std_state), ("adversarial", adv_state)):
-        logits_fn = logits_fn_of(state)
+        logits_fn = jax.jit(functools.partial(apply, state.params))
         suite = {}
         for eps in config.eval_eps:
-            suite[f"FGSM ε={eps:g}"] = _bound(attacks.fgsm, logits_fn, eps=eps)
-            suite[f"PGD-{config.eval_pgd_steps} ε={eps:g}"] = _bound(
-                attacks.pgd, logits_fn, eps=eps, steps=config.eval_pgd_steps,
-                step_size=2.5 * eps / config.eval_pgd_steps, random_start=True)
+            e = jnp.float32(eps)
+            suite[f"FGSM ε={eps:g}"] = functools.partial(fgsm_eval, state.params, eps=e)
+            suite[f"PGD-{config.eval_pgd_steps} ε={eps:g}"] = functools.partial(
+                pgd_eval, state.params, eps=e)
         report = evaluation.robustness_report(
             logits_fn, test.images, test.labels, suite, key=k_eval,
-            batch_size=config.eval_batch_size, progress=config.progress, desc=name)
+            batch_size=config.eval_batch_size, progress=config.progress, desc=name, jit=False)
         rows[name] = report
         for attack_name in ("FGSM", f"PGD-{config.eval_pgd_steps}"):
             accs = [report.clean_accuracy] + [
@@ -150,21 +133,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     return results
 
 
-def main(argv):
-    del argv
-    from absl import logging
-
-    from robustjax import training
-
-    logging.set_verbosity(logging.WARNING)  # keep orbax's per-save INFO lines out of the output
-
-    training.initialize_from_args(FLAGS)
-    train_and_evaluate(FLAGS.config, FLAGS.workdir)
-
-
 if __name__ == "__main__":
-    from robustjax import training as _training
+    import _common
 
-    _define_flags()
-    _training.define_distributed_flags()
-    app.run(main)
+    _common.run("quickstart", train_and_evaluate)

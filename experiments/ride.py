@@ -40,21 +40,6 @@ import json
 import os
 import time
 
-from absl import app, flags
-from ml_collections import config_flags
-
-_HERE = os.path.dirname(os.path.abspath(__file__))
-
-FLAGS = flags.FLAGS
-
-
-def define_flags() -> None:
-    """``--workdir`` and ``--config``; defined only when run as a script, so that importing this
-    module next to other experiments (one test process) defines no duplicate absl flags."""
-    flags.DEFINE_string("workdir", "/tmp/robustjax_ride", "Directory for outputs.")
-    config_flags.DEFINE_config_file(
-        "config", os.path.join(_HERE, "configs", "ride.py"), "Configuration file.",
-        lock_config=True)
 
 GRAY_ATTACKS = ("FGSM", "PGD")
 
@@ -613,20 +598,7 @@ def _plot_bpda_examples(x, y, images, probs, rows, path):
     return path
 
 
-def main(argv):
-    del argv
-    from absl import logging
-
-    from robustjax import training
-
-    logging.set_verbosity(logging.WARNING)
-    training.initialize_from_args(FLAGS)
-    train_and_evaluate(FLAGS.config, FLAGS.workdir)
-
-
 if __name__ == "__main__":
-    from robustjax import training as _training
+    import _common
 
-    define_flags()
-    _training.define_distributed_flags()
-    app.run(main)
+    _common.run("ride", train_and_evaluate)

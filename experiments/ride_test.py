@@ -1,6 +1,5 @@
 """Smoke test of the RIDE experiment (Tables 1-2, Figs. 5a/6/7) with the seconds-scale config."""
 
-import importlib.util
 import json
 import os
 
@@ -10,14 +9,9 @@ import pytest
 import jax
 import jax.numpy as jnp
 
+from _common import load_module as _load
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

@@ -39,21 +39,6 @@ import json
 import os
 import time
 
-from absl import app, flags
-from ml_collections import config_flags
-
-_HERE = os.path.dirname(os.path.abspath(__file__))
-
-FLAGS = flags.FLAGS
-
-
-def _define_flags():
-    """Define the command-line flags (only when run as a script, so that several experiment
-    modules can be imported into one process, e.g. by the test suite)."""
-    flags.DEFINE_string("workdir", "/tmp/robustjax_spatial", "Directory for outputs.")
-    config_flags.DEFINE_config_file(
-        "config", os.path.join(_HERE, "configs", "spatial.py"), "Configuration file.",
-        lock_config=True)
 
 NAMES = {"nt": "f_nt", "fro": "f_fro", "spe": "f_spe", "stn": "f_stn", "at": "f_at",
          "sdp": "f_sdp"}
@@ -365,14 +350,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     return results
 
 
-def main(argv):
-    del argv
-    from absl import logging
-
-    logging.set_verbosity(logging.WARNING)
-    train_and_evaluate(FLAGS.config, FLAGS.workdir)
-
-
 if __name__ == "__main__":
-    _define_flags()
-    app.run(main)
+    import _common
+
+    _common.run("spatial", train_and_evaluate, distributed=False)

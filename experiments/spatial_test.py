@@ -1,19 +1,13 @@
 """Smoke test of the spatial-robustness experiment (six variants) with the seconds-long config."""
 
-import importlib.util
 import json
 import os
 
 import numpy as np
 
+from _common import load_module as _load
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_spatial_smoke(tmp_path):
