@@ -144,9 +144,11 @@ def train_rows(config, train, test, key, workdir):
     return model, out, timings
 
 
-def train_attack_generators(config, model, clf_variables, train, key):
+def train_attack_generators(config, model, clf_variables, train, key, *,
+                            return_variables=False):
     """AdvGAN, GAP and L2L-DA generators trained against one fixed classifier; returns
-    ``{column: generator_fn}`` with the closures the attacks take."""
+    ``{column: generator_fn}`` with the closures the attacks take (and, with
+    ``return_variables``, ``{column: variables}`` as well)."""
     import jax
 
     from robustjax.training import _l2l_baselines as B
@@ -179,6 +181,10 @@ def train_attack_generators(config, model, clf_variables, train, key):
                                      train.labels, key=k_l2l, **common)
     fns["L2L-DA"] = l2lda_generator_fn(g.apply, {"params": st.params,
                                                  "batch_stats": st.batch_stats})
+    if return_variables:
+        gvars = {"AdvGAN": fns["AdvGAN"].args[0], "GAP": fns["GAP"].args[0],
+                 "L2L-DA": {"params": st.params, "batch_stats": st.batch_stats}}
+        return fns, gvars
     return fns
 
 
@@ -241,6 +247,82 @@ def attack_suite(config, logits_fn, gen_fns):
                            latent_dim=config.latent_dim, num_steps=config.l2l_steps,
                            step_fraction=config.l2l_step_fraction)
     return suite
+
+
+_EVAL_CACHE: dict = {}
+
+
+def _eval_fns(config, model):
+    """Jitted ``(clf_variables, gen_variables, key, x, y) -> (pred, linf, l2)`` per Table A
+    column and ``(clf_variables, x) -> pred``, with every network's variables as *arguments*:
+    the rows (same architecture) share one compile per column instead of one per row."""
+    import jax
+    import jax.numpy as jnp
+
+    from robustjax.projections import per_example_norm
+    from robustjax.training._l2lda import l2lda_generator_fn
+
+    cache_key = (id(config), id(model))
+    if cache_key in _EVAL_CACHE:
+        return _EVAL_CACHE[cache_key]
+    _EVAL_CACHE.clear()
+    nets = _attack_gen_steps(config, model)["nets"]
+
+    def logits_of(clf_vars):
+        return lambda v: model.apply(clf_vars, v, train=False)
+
+    def suite(clf_vars, gen_vars):
+        gen_fns = {"AdvGAN": functools.partial(nets["advgan"].apply, gen_vars["AdvGAN"]),
+                   "GAP": functools.partial(nets["gap"].apply, gen_vars["GAP"]),
+                   "L2L-DA": l2lda_generator_fn(nets["l2l"].apply, gen_vars["L2L-DA"])}
+        return attack_suite(config, logits_of(clf_vars), gen_fns)
+
+    def make(name):
+        def f(clf_vars, gen_vars, k, x, y):
+            x_adv = jax.lax.stop_gradient(suite(clf_vars, gen_vars)[name](k, x, y))
+            pred = jnp.argmax(logits_of(clf_vars)(x_adv), -1).astype(jnp.int32)
+            d = x_adv - x
+            return pred, per_example_norm(d, norm="linf"), per_example_norm(d, norm="l2")
+        return jax.jit(f)
+
+    names = (["FGSM"] + [f"PGD{k}" for k in config.eval_pgd_steps]
+             + [f"CW{k}" for k in config.eval_cw_steps] + ["AdvGAN", "GAP", "L2L-DA"])
+    clean = jax.jit(lambda cv, x: jnp.argmax(logits_of(cv)(x), -1).astype(jnp.int32))
+    _EVAL_CACHE[cache_key] = (clean, {name: make(name) for name in names})
+    return _EVAL_CACHE[cache_key]
+
+
+def evaluate_row(config, model, clf_variables, gen_variables, test, key):
+    """Table A row: the same per-example protocol as :func:`robustjax.evaluation.
+    robustness_report` (keys ``attack_key(key, column, batch)``, a last partial batch padded
+    by repeating its last example), with compiled functions shared across rows."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from robustjax import evaluation
+
+    clean_fn, fns = _eval_fns(config, model)
+    images, labels = np.asarray(test.images), np.asarray(test.labels)
+    n = len(labels)
+    bs = min(config.eval_batch_size, n)
+    clean = np.zeros((n,), np.int32)
+    adv = {k: np.zeros((n,), np.int32) for k in fns}
+    linf = {k: np.zeros((n,), np.float32) for k in fns}
+    l2 = {k: np.zeros((n,), np.float32) for k in fns}
+    for b, start in enumerate(range(0, n, bs)):
+        stop = min(n, start + bs)
+        idx = np.minimum(np.arange(start, start + bs), stop - 1)
+        xb, yb = jnp.asarray(images[idx]), jnp.asarray(labels[idx])
+        m = stop - start
+        clean[start:stop] = np.asarray(clean_fn(clf_variables, xb))[:m]
+        for name, fn in fns.items():
+            p, di, d2 = fn(clf_variables, gen_variables, evaluation.attack_key(key, name, b),
+                           xb, yb)
+            adv[name][start:stop] = np.asarray(p)[:m]
+            linf[name][start:stop] = np.asarray(di)[:m]
+            l2[name][start:stop] = np.asarray(d2)[:m]
+    return evaluation.RobustnessReport(labels=labels, clean_predictions=clean,
+                                       adv_predictions=adv, linf=linf, l2=l2)
 
 
 def figure_b(path, generator, gen_variables, logits_fn, test, *, eps, num_z, latent_dim,
@@ -307,16 +389,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
     model, rows, timings = train_rows(config, train, test, k_train, workdir)
     reports = {}
     for r, (row, info) in enumerate(rows.items()):
-        logits_fn = models.make_logits_fn(model, info["variables"])
         t0 = time.perf_counter()
-        gen_fns = train_attack_generators(config, model, info["variables"], train,
-                                          jax.random.fold_in(k_gen, r))
+        _, gen_vars = train_attack_generators(config, model, info["variables"], train,
+                                              jax.random.fold_in(k_gen, r),
+                                              return_variables=True)
         timings[f"attack_generators_{row}_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        reports[row] = evaluation.robustness_report(
-            logits_fn, test.images, test.labels, attack_suite(config, logits_fn, gen_fns),
-            key=k_eval, batch_size=config.eval_batch_size, progress=config.progress, desc=row)
+        reports[row] = evaluate_row(config, model, info["variables"], gen_vars, test, k_eval)
         timings[f"evaluate_{row}_s"] = time.perf_counter() - t0
+        if config.progress:
+            print(f"[{row}] clean {reports[row].clean_accuracy:.3f}, min "
+                  f"{reports[row].min_accuracy():.3f}", flush=True)
 
     table = evaluation.format_table(reports, corner="Defense")
     fig_path = None

@@ -8,6 +8,8 @@ Variants (``--config experiments/configs/l2lda.py:<variant>``):
 * ``cifar10`` — CIFAR-10 ResNet-20 at ε = 8/255, λ = 0.5 (needs tfds data, an accelerator).
 * ``tiny_imagenet`` — Tiny ImageNet ResNet-18 at ε = 8/255, λ = 0.3 (needs a loader for
   ``tiny_imagenet`` in ``robustjax.data``; not available offline).
+* ``cpu12`` — a reduced ``default`` that finishes in ~12 min on a shared 2-core CPU (see the
+  comment in the code for what is reduced).
 * ``smoke`` — seconds-scale variant for ``experiments/l2lda_test.py``.
 """
 
@@ -52,6 +54,25 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     c.progress = True
     if variant == "default":
         pass
+    elif variant == "cpu12":
+        # Fits ~12-20 min wall on a *shared* 2-core CPU: 2,000 training digits, one epoch per
+        # row, a tiny generator (8/8/16 channels), 15-step attack generators, 200 test
+        # digits, and CW1000 dropped (PGD10/PGD100/CW100 kept).
+        c.num_train = 2000
+        c.num_test = 200
+        c.batch_size = 64
+        c.epochs = 1
+        c.gen_features = (8, 8, 16)
+        c.attack_gen_steps = 15
+        c.attack_gen_batch_size = 32
+        c.advgan_features = 8
+        c.advgan_blocks = 2
+        c.gap_features = 8
+        c.gap_blocks = 1
+        c.eval_pgd_steps = (10, 100)
+        c.eval_cw_steps = (100,)
+        c.eval_batch_size = 200
+        c.figure_num_z = 4
     elif variant == "smoke":
         c.num_train = 256
         c.num_test = 32
@@ -102,5 +123,5 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     else:
         raise ValueError(
             f"unknown l2lda config variant {variant!r} "
-            "(default, smoke, mnist, cifar10, tiny_imagenet)")
+            "(default, cpu12, smoke, mnist, cifar10, tiny_imagenet)")
     return c

@@ -187,6 +187,12 @@ def test_l2l_generator_phase_convs_equal_lax_convs():
     a = fast.apply(v, x, 0.1 * g, g, z, y)
     b = slow.apply(v, x, 0.1 * g, g, z, y)
     np.testing.assert_allclose(a, b, atol=1e-5)
+    auto = L2LGenerator(num_classes=10, latent_dim=2, features=(3, 4, 5))  # default "auto"
+    assert auto.conv_impl == "auto"
+    np.testing.assert_allclose(auto.apply(v, x, 0.1 * g, g, z, y), a, atol=1e-5)
+    with pytest.raises(ValueError, match="conv_impl"):
+        L2LGenerator(features=(3, 4, 5), conv_impl="fft").init(
+            jax.random.key(0), x, 0.1 * g, g, z, y)
     # The "lax" path is nn.Conv(4, 2, padding=1) / nn.ConvTranspose(4, 2, padding=2).
     k = v["params"]["conv2"]["kernel"]
     inp = jax.random.normal(jax.random.key(3), (2, 8, 8, k.shape[2]))

@@ -145,6 +145,26 @@ def _train(lambda_div, steps, x, y):
     return state, gen, jax.device_get(metrics)
 
 
+def _eval_diversity(gen, gvars, cvars, xt, yt):
+    """Mode-seeking diversity of two fixed code sets and the mean |δ₁ − δ₂|, with the
+    variables as jit arguments (one compile for every trained pair)."""
+    if "eval" not in _STEP_CACHE:
+        def run(gvars, cvars):
+            logits_fn = lambda v: _TinyClf().apply(cvars, v)  # noqa: E731
+            gfn = l2lda_generator_fn(gen.apply, gvars)
+            n = xt.shape[0]
+            z1 = jax.random.normal(jax.random.key(1), (n, gen.latent_dim))
+            z2 = jax.random.normal(jax.random.key(2), (n, gen.latent_dim))
+            d = l2l_perturbation(gfn, logits_fn, jnp.concatenate([xt, xt]),
+                                 jnp.concatenate([yt, yt]), jnp.concatenate([z1, z2]),
+                                 eps=0.3, num_steps=3)  # eval-mode BN: rows independent
+            d1, d2 = d[:n], d[n:]
+            return (jnp.mean(mode_seeking_diversity(d1, d2, z1, z2)),
+                    jnp.mean(jnp.abs(d1 - d2)))
+        _STEP_CACHE["eval"] = jax.jit(run)
+    return _STEP_CACHE["eval"](gvars, cvars)
+
+
 @pytest.mark.slow
 def test_training_diversity_and_attack_strength():
     x, y = _mnist(256)
@@ -155,12 +175,126 @@ def test_training_diversity_and_attack_strength():
         assert all(np.isfinite(m["clf_loss"]) for m in metrics)
         gvars = {"params": state.gen_params, "batch_stats": state.gen_batch_stats}
         cvars = {"params": state.clf_params, "batch_stats": state.clf_batch_stats}
-        logits_fn = lambda v, cv=cvars: _TinyClf().apply(cv, v)  # noqa: E731
-        gfn = l2lda_generator_fn(gen.apply, gvars)
-        z1 = jax.random.normal(jax.random.key(1), (64, gen.latent_dim))
-        z2 = jax.random.normal(jax.random.key(2), (64, gen.latent_dim))
-        d1 = l2l_perturbation(gfn, logits_fn, xt, yt, z1, eps=0.3, num_steps=3)
-        d2 = l2l_perturbation(gfn, logits_fn, xt, yt, z2, eps=0.3, num_steps=3)
-        results[lam] = float(jnp.mean(mode_seeking_diversity(d1, d2, z1, z2)))
-        assert float(jnp.mean(jnp.abs(d1 - d2))) > 0  # different codes, different attacks
+        div, dist = _eval_diversity(gen, gvars, cvars, xt, yt)
+        results[lam] = float(div)
+        assert float(dist) > 0  # different codes, different attacks
     assert results[1.0] > results[0.0], results
+
+def _small_batch(n=6, hw=8, seed=0):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.uniform(0.05, 0.95, size=(n, hw, hw, 1)).astype(np.float32))
+    y = jnp.asarray(rng.integers(0, 10, size=n).astype(np.int32))
+    return x, y
+
+
+def test_fused_step_matches_reference_formulation():
+    # Reference: the textbook formulation (generator gradient of -(CE + λ·div) through the
+    # whole recurrence with every classifier gradient recomputed on the 2N rows, then a separate
+    # classifier step on the stop-gradient examples). The step fuses the two classifier passes
+    # and shares the first gradient; with train-mode BN in both networks the results agree.
+    x, y = _small_batch()
+    clf, gen = _TinyClf(), L2LGeneratorTiny(latent_dim=2)
+    state = create_l2lda_state(clf, gen, jax.random.key(0), x.shape, clf_tx=optax.sgd(0.5),
+                               gen_tx=optax.sgd(0.5))
+    key, lam, n = jax.random.key(3), 0.7, x.shape[0]
+    new, m = jax.jit(make_l2lda_step(eps=0.3, lambda_div=lam, num_steps=3, latent_dim=2))(
+        state, {"image": x, "label": y}, key)
+
+    x2, y2 = jnp.concatenate([x, x]), jnp.concatenate([y, y])
+    z = jax.random.normal(key, (2 * n, 2))
+
+    def clf_fwd(cp, v):
+        out, upd = clf.apply({"params": cp, "batch_stats": state.clf_batch_stats}, v,
+                             train=True, mutable=["batch_stats"])
+        return out, upd["batch_stats"]
+
+    def ce(logits):
+        return jnp.mean(-jax.nn.log_softmax(logits)[jnp.arange(2 * n), y2])
+
+    def gen_loss(gp):
+        def gfn(gbs, xx, d, g, zz, yy):
+            out, upd = gen.apply({"params": gp, "batch_stats": gbs}, xx, d, g, zz, yy,
+                                 train=True, mutable=["batch_stats"])
+            return out, upd["batch_stats"]
+        delta, gbs = l2l_perturbation(gfn, lambda v: clf_fwd(state.clf_params, v)[0], x2, y2,
+                                      z, eps=0.3, num_steps=3,
+                                      generator_state=state.gen_batch_stats)
+        div = jnp.mean(mode_seeking_diversity(delta[:n], delta[n:], z[:n], z[n:]))
+        return -(ce(clf_fwd(state.clf_params, x2 + delta)[0]) + lam * div), (delta, gbs)
+
+    (gl, (delta, gbs)), gg = jax.jit(jax.value_and_grad(gen_loss, has_aux=True))(
+        state.gen_params)
+    cg = jax.grad(lambda cp: ce(clf_fwd(cp, x2 + delta)[0]))(state.clf_params)
+    np.testing.assert_allclose(m["gen_loss"], gl, rtol=1e-4)
+    for got, p0, g in zip(jax.tree_util.tree_leaves(new.gen_params),
+                          jax.tree_util.tree_leaves(state.gen_params),
+                          jax.tree_util.tree_leaves(gg)):
+        np.testing.assert_allclose(got, p0 - 0.5 * g, atol=2e-5)
+    for got, p0, g in zip(jax.tree_util.tree_leaves(new.clf_params),
+                          jax.tree_util.tree_leaves(state.clf_params),
+                          jax.tree_util.tree_leaves(cg)):
+        np.testing.assert_allclose(got, p0 - 0.5 * g, atol=2e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(new.gen_batch_stats),
+                    jax.tree_util.tree_leaves(gbs)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert float(jnp.max(jnp.abs(gg["conv1"]["kernel"]))) > 0
+
+
+def test_initial_grad_and_truncated_backprop():
+    x, y = _small_batch()
+    clf = _TinyClf()
+    cv = clf.init(jax.random.key(0), x)
+    logits_fn = lambda v: clf.apply(cv, v)  # noqa: E731
+    z = jax.random.normal(jax.random.key(1), (x.shape[0], 2))
+
+    def gen_fn(w):
+        return lambda xx, d, g, zz, yy: jnp.tanh(w[0] * g + w[1] * d / 0.3 + w[2] * zz[:, :1,
+                                                                                     None, None])
+
+    w = jnp.array([2.0, -0.5, 0.3])
+    g0 = jax.grad(lambda v: jnp.sum(-jax.nn.log_softmax(logits_fn(v))[jnp.arange(6), y]))(x)
+    a, ta = l2l_perturbation(gen_fn(w), logits_fn, x, y, z, eps=0.3, num_steps=3,
+                             return_all=True)
+    b, tb = l2l_perturbation(gen_fn(w), logits_fn, x, y, z, eps=0.3, num_steps=3,
+                             initial_grad=g0, return_all=True)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    np.testing.assert_allclose(ta, tb, atol=1e-6)
+    c, tc = l2l_perturbation(gen_fn(w), logits_fn, x, y, z, eps=0.3, num_steps=3,
+                             return_all=True, unroll=False)  # lax.scan form
+    np.testing.assert_allclose(tc, ta, atol=1e-6)
+
+    def loss(w, **kw):
+        return jnp.sum(l2l_perturbation(gen_fn(w), logits_fn, x, y, z, eps=0.3, num_steps=3,
+                                        **kw) ** 2)
+
+    def manual_truncated(w):  # two steps with frozen generator, then one differentiable step
+        d = l2l_perturbation(gen_fn(jax.lax.stop_gradient(w)), logits_fn, x, y, z, eps=0.3,
+                             num_steps=2)
+        g = jax.grad(lambda v: jnp.sum(-jax.nn.log_softmax(logits_fn(v))[jnp.arange(6), y]))(
+            x + d)
+        from robustjax.attacks._l2l import normalize_gradient
+        d = jnp.clip(d + 0.15 * gen_fn(w)(x, d, normalize_gradient(g), z, y), -0.3, 0.3)
+        return jnp.sum((jnp.clip(x + d, 0, 1) - x) ** 2)
+
+    full = jax.grad(loss)(w)
+    np.testing.assert_allclose(jax.grad(functools.partial(loss, unroll=False))(w), full,
+                               rtol=1e-5)
+    np.testing.assert_allclose(jax.grad(functools.partial(loss, backprop_steps=3))(w), full,
+                               rtol=1e-5)
+    np.testing.assert_allclose(jax.grad(functools.partial(loss, backprop_steps=1,
+                                                          initial_grad=g0))(w),
+                               jax.grad(manual_truncated)(w), rtol=1e-4, atol=1e-6)
+    assert float(jnp.max(jnp.abs(jax.grad(functools.partial(loss, backprop_steps=1))(w)
+                                 - full))) > 1e-4
+    with pytest.raises(ValueError, match="initial_grad"):
+        l2l_perturbation(gen_fn(w), logits_fn, x, y, z, eps=0.3, initial_grad=g0[:2])
+
+
+def test_cost_model_ratios():
+    from robustjax.training._l2lda import l2lda_cost_model
+    # PGD-10 = 23 F; L2L-DA = (4T + 4) F + (2T + 4B) G.
+    c = l2lda_cost_model(num_steps=1, gen_over_clf=0.0)
+    assert c["pgd_F"] == 23 and c["l2lda_F"] == 8
+    c = l2lda_cost_model(num_steps=5, gen_over_clf=2.0, backprop_steps=1)
+    assert c["l2lda_F"] == 24 + 14 * 2.0
+    assert l2lda_cost_model(num_steps=2, gen_over_clf=133)["ratio"] > 1.5
