@@ -29,22 +29,6 @@ import json
 import os
 import time
 
-from absl import app, flags
-from ml_collections import config_flags
-
-_HERE = os.path.dirname(os.path.abspath(__file__))
-
-FLAGS = flags.FLAGS
-
-
-def _define_flags():
-    """Define the command-line flags (only when run as a script, so that several experiment
-    modules can be imported into one process, e.g. by the test suite)."""
-    flags.DEFINE_string("workdir", "/tmp/robustjax_l2lda", "Directory for outputs.")
-    config_flags.DEFINE_config_file(
-        "config", os.path.join(_HERE, "configs", "l2lda.py"), "Configuration file.",
-        lock_config=True)
-
 
 def _classifier(config):
     from robustjax import models
@@ -434,20 +418,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     return results
 
 
-def main(argv):
-    del argv
-    from absl import logging
-
-    from robustjax import training
-
-    logging.set_verbosity(logging.WARNING)
-    training.initialize_from_args(FLAGS)
-    train_and_evaluate(FLAGS.config, FLAGS.workdir)
-
-
 if __name__ == "__main__":
-    _define_flags()
-    from robustjax import training as _training
+    import _common
 
-    _training.define_distributed_flags()
-    app.run(main)
+    _common.run("l2lda", train_and_evaluate)

@@ -1,17 +1,11 @@
 """Smoke test of the L2L-DA experiment (Table A layout, Figure B) with the seconds-scale config."""
 
-import importlib.util
 import json
 import os
 
+from _common import load_module as _load
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_l2lda_experiment_smoke(tmp_path):
