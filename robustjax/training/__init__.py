@@ -43,6 +43,7 @@ from robustjax.training._l2lda import create_l2lda_state
 from robustjax.training._l2lda import l2lda_generator_fn
 from robustjax.training._l2lda import make_l2lda_step
 from robustjax.training._l2lda import l2lda_generator_loss
+from robustjax.training._l2lda import l2lda_cost_model
 from robustjax.training._l2l_baselines import GeneratorState
 from robustjax.training._l2l_baselines import create_generator_state
 from robustjax.training._l2l_baselines import make_advgan_step
@@ -73,6 +74,7 @@ __all__ = [
     "sdp_regularizer",
     "spatial_adversarial_objective",
     "l2lda_generator_loss",
+    "l2lda_cost_model",
     "GeneratorState",
     "create_generator_state",
     "make_advgan_step",
