@@ -10,6 +10,7 @@ test suite can import several experiments into one process.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from types import ModuleType
 from typing import Any, Callable
@@ -42,6 +43,22 @@ def run(name: str, train_and_evaluate: Callable[[Any, str], Any], *,
         train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
 
     app.run(main)
+
+
+def write_outputs(workdir: str, results: dict, table: str, *, timings: dict | str | None = None,
+                  table_file: str = "table.md", indent: int = 2) -> None:
+    """Write ``results.json`` and the Markdown ``table_file`` to ``workdir``; print the table,
+    the timings (a flat ``{name: seconds}`` dict, or a preformatted string) and where it all went."""
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=indent, default=float)
+    with open(os.path.join(workdir, table_file), "w") as f:
+        f.write(table + "\n")
+    print(table)
+    if timings is not None:
+        if not isinstance(timings, str):
+            timings = ", ".join(f"{k}={v:.1f}" for k, v in timings.items())
+        print("timings (s): " + timings)
+    print(f"outputs written to {workdir}")
 
 
 def load_module(name: str, path: str) -> ModuleType:

@@ -47,9 +47,10 @@ Usage::
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
+
+import _common
 
 
 # ----------------------------------------------------------------------------------------------
@@ -549,16 +550,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     table = "\n".join(lines)
     out = {"config": config.to_dict(), **info, "attacks": results, "timings_s": timings,
            "devices": [str(d) for d in jax.devices()]}
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(out, f, indent=2, default=float)
-    with open(os.path.join(workdir, "table.md"), "w") as f:
-        f.write(table + "\n")
-    print(table)
-    print(f"outputs written to {workdir}")
+    _common.write_outputs(workdir, out, table)
     return out
 
 
 if __name__ == "__main__":
-    import _common
-
     _common.run("generative", train_and_evaluate, distributed=False)

@@ -29,6 +29,8 @@ import math
 import os
 import time
 
+import _common
+
 
 MAIN_COLUMNS = ("Untargeted", "Multi-Targeted")
 
@@ -296,18 +298,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     ])
     results["tables_markdown"] = table
     results["devices"] = [str(d) for d in jax.devices()]
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2, default=float)
-    with open(os.path.join(workdir, "table.md"), "w") as f:
-        f.write(table + "\n")
-    print(table)
-    print("timings (s): " + json.dumps(
+    _common.write_outputs(workdir, results, table, timings=json.dumps(
         {k: {kk: round(vv, 1) for kk, vv in v.items()} for k, v in results["timings_s"].items()}))
-    print(f"outputs written to {workdir}")
     return results
 
 
 if __name__ == "__main__":
-    import _common
-
     _common.run("llr", train_and_evaluate)

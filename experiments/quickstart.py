@@ -21,9 +21,10 @@ Multi-host: add ``--coordinator_address host:port --num_processes P --process_id
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
+
+import _common
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -123,17 +124,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         "timings_s": timings,
         "devices": [str(d) for d in jax.devices()],
     }
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2, default=float)
-    with open(os.path.join(workdir, "table.md"), "w") as f:
-        f.write(table + "\n")
-    print(table)
-    print("timings (s): " + ", ".join(f"{k}={v:.1f}" for k, v in timings.items()))
-    print(f"outputs written to {workdir}")
+    _common.write_outputs(workdir, results, table, timings=timings)
     return results
 
 
 if __name__ == "__main__":
-    import _common
-
     _common.run("quickstart", train_and_evaluate)

@@ -36,9 +36,10 @@ Usage::
 
 from __future__ import annotations
 
-import json
 import os
 import time
+
+import _common
 
 
 GRAY_ATTACKS = ("FGSM", "PGD")
@@ -566,13 +567,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         "timings_s": timings,
         "devices": [str(d) for d in jax.devices()],
     }
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(results, f, indent=1, default=float)
-    with open(os.path.join(workdir, "tables.md"), "w") as f:
-        f.write(text + "\n")
-    print(text)
-    print("timings (s): " + ", ".join(f"{k}={v:.1f}" for k, v in timings.items()))
-    print(f"outputs written to {workdir}")
+    _common.write_outputs(workdir, results, text, timings=timings, table_file="tables.md",
+                          indent=1)
     return results
 
 
@@ -599,6 +595,4 @@ def _plot_bpda_examples(x, y, images, probs, rows, path):
 
 
 if __name__ == "__main__":
-    import _common
-
     _common.run("ride", train_and_evaluate)

@@ -39,6 +39,8 @@ import json
 import os
 import time
 
+import _common
+
 
 NAMES = {"nt": "f_nt", "fro": "f_fro", "spe": "f_spe", "stn": "f_stn", "at": "f_at",
          "sdp": "f_sdp"}
@@ -342,15 +344,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     table = _table(results, config)
     _plot(results, config, os.path.join(workdir, "spatial.png"))
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2, default=float)
-    with open(os.path.join(workdir, "table.md"), "w") as f:
-        f.write(table + "\n")
-    print(table)
+    _common.write_outputs(workdir, results, table)
     return results
 
 
 if __name__ == "__main__":
-    import _common
-
     _common.run("spatial", train_and_evaluate, distributed=False)
