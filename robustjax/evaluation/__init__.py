@@ -27,6 +27,9 @@ from robustjax.evaluation._report import robustness_report
 from robustjax.evaluation._protocols import LLR_ATTACKS
 from robustjax.evaluation._protocols import adam_step_schedule
 from robustjax.evaluation._protocols import llr_evaluation_attacks
+from robustjax.evaluation._stats import format_accuracy
+from robustjax.evaluation._stats import mcnemar_exact
+from robustjax.evaluation._stats import wilson_interval
 
 __all__ = [
     "LLR_ATTACKS",
@@ -56,4 +59,7 @@ __all__ = [
     "robust_accuracy",
     "robustness_report",
     "unbounded_attack_accuracy",
+    "format_accuracy",
+    "mcnemar_exact",
+    "wilson_interval",
 ]

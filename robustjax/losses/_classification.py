@@ -22,12 +22,21 @@ def _check(logits: ArrayLike, labels: ArrayLike) -> None:
 
 
 def cross_entropy(logits: ArrayLike, labels: ArrayLike) -> Array:
-    r"""Softmax cross-entropy per example.
+    r"""Softmax cross-entropy per example, accurate for tiny losses.
 
     .. math:: \ell(z, y) = -z_y + \log \sum_j e^{z_j}
+              = \operatorname{softplus}\big(\log \sum_{j \ne y} e^{z_j - z_y}\big)
+
+    The second form is the one computed. The textbook ``logsumexp(z) - z_y`` cancels
+    catastrophically on confidently classified inputs: in float32 it is exactly ``0`` (and so
+    is its gradient) once the true loss drops below ~6e-8, which freezes attacks at δ = 0 and
+    makes γ(ε, x) of the local-linearity paper vanish there. ``softplus(a) = log1p(eᵃ)`` keeps
+    full relative precision down to the smallest normal float (``log1p`` of a tiny argument),
+    so loss and gradient stay informative wherever the float32 logits are. Pinned against a
+    float64 reference on saturated logits in ``tests/core/losses_test.py``.
 
     Args:
-      logits: ``[N, K]``.
+      logits: ``[N, K]`` with ``K ≥ 2``.
       labels: ``int32 [N]`` in ``[0, K)``.
 
     Returns:
@@ -35,9 +44,11 @@ def cross_entropy(logits: ArrayLike, labels: ArrayLike) -> Array:
     """
     _check(logits, labels)
     logits = jnp.asarray(logits)
-    logz = jax.nn.logsumexp(logits, axis=-1)
-    zy = jnp.take_along_axis(logits, jnp.asarray(labels)[:, None], axis=-1)[:, 0]
-    return logz - zy
+    labels = jnp.asarray(labels)
+    zy = jnp.take_along_axis(logits, labels[:, None], axis=-1)
+    others = jnp.arange(logits.shape[-1])[None, :] != labels[:, None]
+    lse_others = jax.nn.logsumexp(logits - zy, axis=-1, where=others)
+    return jax.nn.softplus(lse_others)
 
 
 def margin(logits: ArrayLike, labels: ArrayLike) -> Array:

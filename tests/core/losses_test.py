@@ -64,3 +64,39 @@ def test_bad_input_raises(bad):
     z, y = _data()
     with pytest.raises(ValueError):
         bad(jnp.asarray(z), jnp.asarray(y))
+
+
+def test_cross_entropy_accurate_on_saturated_logits():
+    # Confident logits: the true loss is ~1e-9..1e-20, which the textbook float32
+    # logsumexp(z) - z_y rounds to exactly 0 (with a zero gradient).
+    z = np.array([[30.0, 5.0, -2.0, 1.0],
+                  [0.0, 45.0, 12.0, 20.0],
+                  [3.0, -1.0, 25.0, 24.0],
+                  [17.5, 0.0, 0.0, 0.0]], np.float32)
+    y = np.array([0, 1, 2, 0], np.int32)
+    z64 = z.astype(np.float64)
+    ref = np.log1p(np.array([sum(np.exp(z64[i, j] - z64[i, y[i]]) for j in range(4) if j != y[i])
+                             for i in range(4)]))
+    got = np.asarray(losses.cross_entropy(z, y))
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+    naive = np.asarray(jax.nn.logsumexp(jnp.asarray(z), axis=-1) - z[np.arange(4), y])
+    assert np.sum(naive == 0) >= 2      # the failure this form avoids does occur in float32
+    # The gradient wrt the logits is softmax - onehot; in float64 its off-label entries are
+    # exp(z_j - logsumexp z) > 0, and the float32 gradient must keep them (relative 1e-4).
+    g = np.asarray(jax.grad(lambda v: jnp.sum(losses.cross_entropy(v, y)))(z))
+    p64 = np.exp(z64 - np.log(np.sum(np.exp(z64 - z64.max(1, keepdims=True)), 1, keepdims=True))
+                 - z64.max(1, keepdims=True))
+    p64[np.arange(4), y] -= 1.0
+    off = np.ones_like(p64, bool)
+    off[np.arange(4), y] = False
+    np.testing.assert_allclose(g[off], p64[off], rtol=1e-4)
+    assert np.all(g[off] > 0)
+
+
+def test_cross_entropy_grad_matches_closed_form_softmax():
+    z, y = _data(4)
+    g = np.asarray(jax.grad(lambda v: jnp.sum(losses.cross_entropy(v, y)))(z))
+    z64 = z.astype(np.float64)
+    ref = np.exp(z64) / np.exp(z64).sum(1, keepdims=True)
+    ref[np.arange(len(y)), y] -= 1.0
+    np.testing.assert_allclose(g, ref, atol=1e-5)
