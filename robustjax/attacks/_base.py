@@ -36,7 +36,7 @@ __all__ = [
     "bcast",
 ]
 
-LOSSES = ("ce", "cw")
+LOSSES = ("ce", "cw", "dlr", "dlr_targeted")
 STEP_RULES = ("sign", "normalized", "adam")
 _TINY = 1e-12
 
@@ -78,17 +78,34 @@ def check_attack_inputs(
 
 
 def attack_loss(
-    logits: Array, labels: Array, *, loss: str, targeted: bool, kappa: float = float("inf")
+    logits: Array, labels: Array, *, loss: str, targeted: bool, kappa: float = float("inf"),
+    target: Array | None = None,
 ) -> Array:
     """Per-example loss ``[N]`` the attacker ascends.
 
     ``"ce"``: cross-entropy of ``labels`` (negated when ``targeted``). ``"cw"``: minus the
     Carlini–Wagner objective :func:`robustjax.losses.cw_loss` with confidence ``kappa``
-    (``kappa=inf``, the default, is the unclamped logit margin).
+    (``kappa=inf``, the default, is the unclamped logit margin). ``"dlr"``: the untargeted
+    Difference-of-Logits-Ratio loss :func:`robustjax.losses.dlr_loss` of the true ``labels``
+    (no targeted form: use ``"dlr_targeted"``). ``"dlr_targeted"``: the targeted DLR loss
+    :func:`robustjax.losses.dlr_targeted_loss`; it needs the true ``labels`` *and* ``target``
+    (used by :func:`robustjax.attacks.apgd_targeted`; ``targeted`` is ignored).
     """
     if loss == "ce":
         ce = L.cross_entropy(logits, labels)
         return -ce if targeted else ce
+    if loss == "dlr":
+        if targeted:
+            raise ValueError(
+                "`loss`='dlr' is untargeted; the targeted DLR loss needs the true labels and "
+                "the targets: use loss='dlr_targeted' (robustjax.attacks.apgd / apgd_targeted).")
+        return L.dlr_loss(logits, labels)
+    if loss == "dlr_targeted":
+        if target is None:
+            raise ValueError(
+                "`loss`='dlr_targeted' needs `target` (int [N]) besides the true labels; use "
+                "robustjax.attacks.apgd(..., loss='dlr_targeted', target=t) or apgd_targeted.")
+        return L.dlr_targeted_loss(logits, labels, target)
     return -L.cw_loss(logits, labels, kappa=kappa, targeted=targeted)
 
 

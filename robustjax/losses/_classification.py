@@ -12,7 +12,8 @@ import jax.numpy as jnp
 from robustjax._src import validation as V
 from robustjax._src.types import Array, ArrayLike
 
-__all__ = ["cross_entropy", "margin", "cw_loss", "hinge", "trades_kl"]
+__all__ = ["cross_entropy", "margin", "cw_loss", "dlr_loss", "dlr_targeted_loss", "hinge",
+           "trades_kl"]
 
 
 def _check(logits: ArrayLike, labels: ArrayLike) -> None:
@@ -93,6 +94,74 @@ def cw_loss(
     m = margin(logits, labels)
     f = -m if targeted else m
     return jnp.maximum(f, -kappa)
+
+
+_DLR_TINY = 1e-12
+
+
+def dlr_loss(logits: ArrayLike, labels: ArrayLike) -> Array:
+    r"""Difference-of-Logits-Ratio loss (untargeted), ascended by APGD-DLR.
+
+    With :math:`\pi` the permutation sorting :math:`z` in decreasing order,
+
+    .. math:: \mathrm{DLR}(z, y) = -\frac{z_y - \max_{j \ne y} z_j}
+              {z_{\pi_1} - z_{\pi_3} + 10^{-12}}
+
+    Invariant to shifting and (positively) rescaling the logits, so it does not saturate on
+    confidently classified points or on models whose logits are scaled up (a common form of
+    gradient masking). Positive iff ``labels`` is not the top class.
+
+    Args:
+      logits: ``[N, K]`` with ``K ≥ 3``.
+      labels: ``int32 [N]`` true labels in ``[0, K)``.
+
+    Returns:
+      ``[N]``. Cost: ``O(NK)`` (a top-3 per row).
+
+    References:
+      Croce & Hein, *Reliable evaluation of adversarial robustness with an ensemble of diverse
+      parameter-free attacks*, ICML 2020 (arXiv:2003.01690), Eqn (5).
+    """
+    _check(logits, labels)
+    logits = jnp.asarray(logits)
+    if logits.shape[-1] < 3:
+        raise ValueError(f"`logits` must have K >= 3 classes for the DLR loss, got "
+                         f"{logits.shape[-1]}.")
+    top = jax.lax.top_k(logits, 3)[0]
+    return -margin(logits, labels) / (top[:, 0] - top[:, 2] + _DLR_TINY)
+
+
+def dlr_targeted_loss(logits: ArrayLike, labels: ArrayLike, target: ArrayLike) -> Array:
+    r"""Targeted Difference-of-Logits-Ratio loss, ascended by APGD-T.
+
+    .. math:: \mathrm{DLR}_t(z, y) = -\frac{z_y - z_t}
+              {z_{\pi_1} - (z_{\pi_3} + z_{\pi_4})/2 + 10^{-12}}
+
+    with :math:`\pi` sorting :math:`z` in decreasing order. Ascending it raises the target
+    logit :math:`z_t` above the true one :math:`z_y`.
+
+    Args:
+      logits: ``[N, K]`` with ``K ≥ 4``.
+      labels: ``int32 [N]`` true labels.
+      target: ``int32 [N]`` target labels.
+
+    Returns:
+      ``[N]``. Cost: ``O(NK)``.
+
+    References:
+      Croce & Hein, ICML 2020 (arXiv:2003.01690), Eqn (6).
+    """
+    _check(logits, labels)
+    V.check_labels(target, "target", batch_size=jnp.shape(logits)[0],
+                   num_classes=jnp.shape(logits)[1])
+    logits = jnp.asarray(logits)
+    if logits.shape[-1] < 4:
+        raise ValueError(f"`logits` must have K >= 4 classes for the targeted DLR loss, got "
+                         f"{logits.shape[-1]}.")
+    zy = jnp.take_along_axis(logits, jnp.asarray(labels)[:, None], axis=-1)[:, 0]
+    zt = jnp.take_along_axis(logits, jnp.asarray(target)[:, None], axis=-1)[:, 0]
+    top = jax.lax.top_k(logits, 4)[0]
+    return -(zy - zt) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + _DLR_TINY)
 
 
 def hinge(logits: ArrayLike, labels: ArrayLike, *, delta: float = 1.0) -> Array:

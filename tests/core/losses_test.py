@@ -100,3 +100,57 @@ def test_cross_entropy_grad_matches_closed_form_softmax():
     ref = np.exp(z64) / np.exp(z64).sum(1, keepdims=True)
     ref[np.arange(len(y)), y] -= 1.0
     np.testing.assert_allclose(g, ref, atol=1e-5)
+
+
+def _np_dlr(z, y):
+    """Closed form written with NumPy's full sort (independent of the top_k implementation)."""
+    z = np.asarray(z, np.float64)
+    out = []
+    for i in range(len(y)):
+        s = np.sort(z[i])[::-1]
+        other = np.max(np.delete(z[i], y[i]))
+        out.append(-(z[i, y[i]] - other) / (s[0] - s[2] + 1e-12))
+    return np.asarray(out)
+
+
+def _np_dlr_t(z, y, t):
+    z = np.asarray(z, np.float64)
+    out = []
+    for i in range(len(y)):
+        s = np.sort(z[i])[::-1]
+        out.append(-(z[i, y[i]] - z[i, t[i]]) / (s[0] - 0.5 * (s[2] + s[3]) + 1e-12))
+    return np.asarray(out)
+
+
+def test_dlr_losses_match_numpy_closed_form():
+    z, y = _data(7, n=32, k=10)
+    z = z * 3.0
+    y[:8] = np.argmax(z[:8], -1)  # some correctly classified rows (numerator uses 2nd best)
+    t = (y + 1 + np.arange(len(y)) % 9) % 10
+    np.testing.assert_allclose(losses.dlr_loss(z, y), _np_dlr(z, y), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(jax.jit(losses.dlr_targeted_loss)(z, y, t), _np_dlr_t(z, y, t),
+                               rtol=1e-5, atol=1e-6)
+    # Sign: positive iff misclassified (untargeted); targeted positive iff z_t > z_y.
+    d = np.asarray(losses.dlr_loss(z, y))
+    assert np.all((d > 0) == (np.argmax(z, -1) != y))
+    dt = np.asarray(losses.dlr_targeted_loss(z, y, t))
+    assert np.all((dt > 0) == (z[np.arange(32), t] > z[np.arange(32), y]))
+
+
+def test_dlr_is_shift_and_scale_invariant():
+    z, y = _data(8, n=16, k=10)
+    t = (y + 3) % 10
+    for f, args in ((losses.dlr_loss, (y,)), (losses.dlr_targeted_loss, (y, t))):
+        base = np.asarray(f(z, *args))
+        np.testing.assert_allclose(f(7.0 * z + 2.5, *args), base, rtol=1e-4, atol=1e-5)
+
+
+def test_dlr_bad_input():
+    z, y = _data(0, k=3)
+    with pytest.raises(ValueError, match="K >= 4"):
+        losses.dlr_targeted_loss(z, y, (y + 1) % 3)
+    with pytest.raises(ValueError, match="K >= 3"):
+        losses.dlr_loss(z[:, :2], np.minimum(y, 1))
+    z, y = _data(0, k=5)
+    with pytest.raises(ValueError, match="target"):
+        losses.dlr_targeted_loss(z, y, y + 5)
