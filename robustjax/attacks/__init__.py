@@ -1,6 +1,6 @@
 """Adversarial attacks: ``attack(logits_fn, key, x, y, *, ...) -> x_adv`` (``stop_gradient``).
 
-Gradient attacks (FGSM, PGD and its targeted / random-targeted / multi-targeted forms,
+Gradient attacks (FGSM, PGD, Auto-PGD / APGD-T and its targeted / random-targeted / multi-targeted forms,
 Carlini–Wagner ℓ2), a black-box NES attack, and the BPDA / EOT wrappers that make
 non-differentiable or randomized defenses attackable by all of them; the stAdv flow attack;
 the L2L-DA recurrent generator attack; attacks on generative-model defenses through z*.
@@ -10,7 +10,20 @@ from robustjax.attacks._base import LOSSES
 from robustjax.attacks._base import STEP_RULES
 from robustjax.attacks._base import normalize_l2
 from robustjax.attacks._base import scale_by_sign
+from robustjax.attacks._apgd import APGDTrace
+from robustjax.attacks._apgd import apgd
+from robustjax.attacks._apgd import apgd_checkpoints
+from robustjax.attacks._apgd import apgd_targeted
+from robustjax.attacks._apgd import apgd_with_trace
 from robustjax.attacks._cw import carlini_wagner_l2
+from robustjax.attacks._fab import FABInfo
+from robustjax.attacks._fab import fab
+from robustjax.attacks._fab import fab_projection
+from robustjax.attacks._fab import fab_with_info
+from robustjax.attacks._square import SquareInfo
+from robustjax.attacks._square import square
+from robustjax.attacks._square import square_p_schedule
+from robustjax.attacks._square import square_with_info
 from robustjax.attacks._fgsm import fgsm
 from robustjax.attacks._nes import nes_attack
 from robustjax.attacks._nes import nes_gradient
@@ -44,6 +57,19 @@ from robustjax.attacks._generators import gap_perturbation
 from robustjax.attacks._generators import l2l_star_attack
 
 __all__ = [
+    "FABInfo",
+    "fab",
+    "fab_projection",
+    "fab_with_info",
+    "SquareInfo",
+    "square",
+    "square_p_schedule",
+    "square_with_info",
+    "APGDTrace",
+    "apgd",
+    "apgd_checkpoints",
+    "apgd_targeted",
+    "apgd_with_trace",
     "advgan_attack",
     "advgan_perturbation",
     "gap_attack",

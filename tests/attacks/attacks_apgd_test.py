@@ -1,0 +1,201 @@
+"""Auto-PGD (APGD-CE / APGD-DLR) and APGD-T."""
+
+import math
+from fractions import Fraction
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from robustjax import attacks
+from robustjax import projections
+
+
+def _paper_checkpoints(n_iter):
+    """The paper's rule written with exact fractions: p0 = 0, p1 = 0.22,
+    p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06); w_j = ceil(p_j * N_iter) for p_j < 1."""
+    ps = [Fraction(0), Fraction(22, 100)]
+    while True:
+        nxt = ps[-1] + max(ps[-1] - ps[-2] - Fraction(3, 100), Fraction(6, 100))
+        if nxt >= 1:
+            break
+        ps.append(nxt)
+    ws = []
+    for p in ps[1:]:
+        w = math.ceil(p * n_iter)
+        if 1 <= w < n_iter and (not ws or w > ws[-1]):
+            ws.append(w)
+    return tuple(ws)
+
+
+def test_checkpoints_follow_the_paper_rule():
+    for n in range(1, 400):
+        assert attacks.apgd_checkpoints(n) == _paper_checkpoints(n), n
+    # p = 0, .22, .41, .57, .70, .80, .87, .93, .99 for N_iter = 100.
+    assert attacks.apgd_checkpoints(100) == (22, 41, 57, 70, 80, 87, 93, 99)
+    with pytest.raises(ValueError, match="n_iter"):
+        attacks.apgd_checkpoints(0)
+
+
+def _replay_schedule(loss0, loss, checkpoints, eps, rho):
+    """Step sizes implied by the paper's two conditions, replayed in NumPy from the trace."""
+    t, n = loss.shape
+    eta = np.full(n, np.float32(2.0) * np.float32(eps), np.float32)
+    f_max = loss0.copy()
+    prev = loss0.copy()
+    inc = np.zeros(n)
+    f_last = loss0.copy()
+    reduced_last = np.ones(n, bool)
+    last_cp = 0
+    out = np.zeros((t, n))
+    for i in range(t):
+        inc += loss[i] > prev
+        prev = loss[i]
+        f_max = np.maximum(f_max, loss[i])
+        if (i + 1) in checkpoints:
+            cond1 = inc < rho * (i + 1 - last_cp)
+            cond2 = ~reduced_last & (f_last >= f_max)
+            red = cond1 | cond2
+            eta = np.where(red, eta / 2, eta)
+            reduced_last = red
+            f_last = f_max.copy()
+            inc[:] = 0
+            last_cp = i + 1
+        out[i] = eta
+    return out
+
+
+@pytest.mark.parametrize("loss,norm,eps", [("ce", "linf", 0.03), ("dlr", "l2", 1.0)])
+def test_step_size_schedule_matches_paper_conditions(trained_mlp, loss, norm, eps):
+    _, f, x, y = trained_mlp
+    n_iter = 30
+    _, _, tr = attacks.apgd_with_trace(f, jax.random.key(1), x, y, eps=eps, norm=norm,
+                                       n_iter=n_iter, loss=loss)
+    assert tr.checkpoints == attacks.apgd_checkpoints(n_iter)
+    want = _replay_schedule(np.asarray(tr.loss0), np.asarray(tr.loss), tr.checkpoints, eps,
+                            0.75)
+    np.testing.assert_allclose(np.asarray(tr.eta), want, rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(tr.f_max),
+                                  np.maximum.accumulate(
+                                      np.concatenate([np.asarray(tr.loss0)[None],
+                                                      np.asarray(tr.loss)]), axis=0)[1:])
+    eta = np.asarray(tr.eta)
+    # Halvings happen only at checkpoints, and the data exercise both outcomes.
+    eta0 = np.full((1, eta.shape[1]), np.float32(2.0) * np.float32(eps), np.float32)
+    full = np.concatenate([eta0, eta])
+    changed = np.nonzero(np.any(np.diff(full, axis=0) != 0, axis=1))[0]
+    assert set((changed + 1).tolist()) <= set(tr.checkpoints)
+    at_cp = [full[w] < full[w - 1] for w in tr.checkpoints]
+    assert np.any(at_cp) and not np.all(at_cp)
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 1.5)])
+def test_apgd_stays_in_ball_and_box_and_returns_successes(trained_mlp, norm, eps):
+    _, f, x, y = trained_mlp
+    for loss in ("ce", "dlr"):
+        xa, succ, _ = attacks.apgd_with_trace(f, jax.random.key(0), x, y, eps=eps, norm=norm,
+                                              n_iter=10, loss=loss, restarts=2)
+        d = np.asarray(projections.per_example_norm(xa - x, norm=norm))
+        assert np.all(d <= eps * (1 + 1e-5) + 1e-6)
+        assert float(jnp.min(xa)) >= 0.0 and float(jnp.max(xa)) <= 1.0
+        pred = np.asarray(jnp.argmax(f(xa), -1))
+        # The returned point is a success exactly where the run reports one.
+        np.testing.assert_array_equal(pred != np.asarray(y), np.asarray(succ))
+        assert np.mean(np.asarray(succ)) > 0.5  # eps large enough to break most digits
+
+
+def test_apgd_at_least_as_strong_as_pgd(trained_mlp):
+    _, f, x, y = trained_mlp
+    key = jax.random.key(0)
+    robust_apgd = robust_pgd = 0
+    for eps in (0.03, 0.05):
+        xa = jax.jit(lambda k, v, w: attacks.apgd(f, k, v, w, eps=eps, n_iter=20))(key, x, y)
+        xp = jax.jit(lambda k, v, w: attacks.pgd(f, k, v, w, eps=eps, steps=20))(key, x, y)
+        robust_apgd += int(jnp.sum(jnp.argmax(f(xa), -1) == y))
+        robust_pgd += int(jnp.sum(jnp.argmax(f(xp), -1) == y))
+    # Equal iterations (20 gradient steps each): APGD no weaker, up to one digit in 128.
+    assert robust_apgd <= robust_pgd + 1, (robust_apgd, robust_pgd)
+    assert robust_apgd < 0.8 * 128  # and it does break many digits
+
+
+def test_apgd_targeted_reaches_targets_and_is_strong(trained_mlp):
+    _, f, x, y = trained_mlp
+    logits = np.asarray(f(x))
+    t = attacks._apgd.top_targets(jnp.asarray(logits), y, 3)
+    for i in range(len(y)):
+        order = [c for c in np.argsort(-logits[i], kind="stable") if c != int(y[i])]
+        assert set(np.asarray(t[:, i]).tolist()) == set(order[:3])
+    assert np.all(np.asarray(t) != np.asarray(y)[None])
+    # Targeted DLR towards the runner-up class reaches it for most digits at a large eps.
+    xa = attacks.apgd(f, jax.random.key(0), x, y, eps=0.15, n_iter=15, loss="dlr_targeted",
+                      target=t[0])
+    hit = np.asarray(jnp.argmax(f(xa), -1) == t[0])
+    assert hit.mean() > 0.8
+    xt = jax.jit(lambda k, v, w: attacks.apgd_targeted(
+        f, k, v, w, eps=0.05, n_iter=15, n_target_classes=3))(jax.random.key(0), x, y)
+    assert float(jnp.max(jnp.abs(xt - x))) <= 0.05 + 1e-6
+    acc_t = float(jnp.mean(jnp.argmax(f(xt), -1) == y))
+    assert acc_t < float(jnp.mean(jnp.argmax(f(x), -1) == y)) - 0.3
+
+
+def test_apgd_vmaps_over_groups(trained_mlp):
+    _, f, x, y = trained_mlp
+    xs, ys = x.reshape((2, 32) + x.shape[1:]), y.reshape(2, 32)
+    keys = jax.random.split(jax.random.key(0), 2)
+    run = lambda k, v, w: attacks.apgd(f, k, v, w, eps=0.05, n_iter=10)  # noqa: E731
+    out = jax.jit(jax.vmap(run))(keys, xs, ys)
+    assert out.shape == xs.shape
+    assert float(jnp.max(jnp.abs(out - xs))) <= 0.05 + 1e-6
+    for g in range(2):
+        direct = run(keys[g], xs[g], ys[g])
+        a = int(jnp.sum(jnp.argmax(f(out[g]), -1) == ys[g]))
+        b = int(jnp.sum(jnp.argmax(f(direct), -1) == ys[g]))
+        assert abs(a - b) <= 2  # same attack; only rounding of the batched program differs
+
+
+def test_apgd_eot_on_randomized_model(trained_mlp):
+    _, f, x, y = trained_mlp
+
+    def noisy(key, v):
+        return f(v + 0.05 * jax.random.normal(key, v.shape))
+
+    xa = jax.jit(lambda k, v, w: attacks.apgd(noisy, k, v, w, eps=0.1, n_iter=10,
+                                              eot_samples=4))(jax.random.key(0), x, y)
+    assert float(jnp.max(jnp.abs(xa - x))) <= 0.1 + 1e-6
+    acc = float(jnp.mean(jnp.argmax(f(xa), -1) == y))
+    assert acc < 0.3
+    with pytest.raises(ValueError, match="key"):
+        attacks.apgd(noisy, 0, x, y, eps=0.1, eot_samples=2)
+
+
+def test_apgd_same_key_same_result(trained_mlp):
+    _, f, x, y = trained_mlp
+    a = attacks.apgd(f, jax.random.key(5), x[:8], y[:8], eps=0.05, n_iter=3)
+    b = attacks.apgd(f, jax.random.key(5), x[:8], y[:8], eps=0.05, n_iter=3)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(eps=-0.1), "eps"),
+    (dict(eps=0.1, norm="l1"), "norm"),
+    (dict(eps=0.1, loss="cw"), "loss"),
+    (dict(eps=0.1, n_iter=0), "n_iter"),
+    (dict(eps=0.1, restarts=0), "restarts"),
+    (dict(eps=0.1, rho=1.5), "rho"),
+    (dict(eps=0.1, alpha=0.0), "alpha"),
+    (dict(eps=0.1, loss="dlr_targeted"), "target"),
+    (dict(eps=0.1, loss="dlr", target=np.zeros(4, np.int32)), "target"),
+])
+def test_apgd_bad_input(trained_mlp, kwargs, match):
+    _, f, x, y = trained_mlp
+    with pytest.raises(ValueError, match=match):
+        attacks.apgd(f, jax.random.key(0), x[:4], y[:4], **kwargs)
+
+
+def test_apgd_targeted_bad_input(trained_mlp):
+    _, f, x, y = trained_mlp
+    with pytest.raises(ValueError, match="n_target_classes"):
+        attacks.apgd_targeted(f, jax.random.key(0), x[:4], y[:4], eps=0.1, n_target_classes=10)
+    with pytest.raises(ValueError, match="x"):
+        attacks.apgd_targeted(f, jax.random.key(0), x[:4] * 3.0, y[:4], eps=0.1)
