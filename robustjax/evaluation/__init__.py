@@ -1,5 +1,10 @@
-"""Robustness evaluation: per-attack and per-example Min accuracy, curves, masking checks, plots."""
+"""Robustness evaluation: AutoAttack, per-attack / Min / worst-case accuracy, curves, masking
+checks, plots."""
 
+from robustjax.evaluation._autoattack import AUTOATTACK_VERSIONS
+from robustjax.evaluation._autoattack import AutoAttackResult
+from robustjax.evaluation._autoattack import autoattack
+from robustjax.evaluation._autoattack import autoattack_members
 from robustjax.evaluation._curves import Curve
 from robustjax.evaluation._curves import accuracy_at_distortion
 from robustjax.evaluation._curves import accuracy_vs_distortion
@@ -32,6 +37,10 @@ from robustjax.evaluation._stats import mcnemar_exact
 from robustjax.evaluation._stats import wilson_interval
 
 __all__ = [
+    "AUTOATTACK_VERSIONS",
+    "AutoAttackResult",
+    "autoattack",
+    "autoattack_members",
     "LLR_ATTACKS",
     "adam_step_schedule",
     "llr_evaluation_attacks",
