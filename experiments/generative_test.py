@@ -39,14 +39,32 @@ def test_generative_experiment_smoke(tmp_path):
     assert set(saved["attacks"]["ABS"]) == set(cfg.abs_methods)
     assert set(saved["attacks"]["ADVT"]) == set(cfg.advt_methods)
     _check_records(results)
-    modes = saved["gradient_modes"]
-    exact = modes["implicit (exact, CG to tol)"]
-    assert exact["cosine_to_exact_implicit"] == pytest.approx(1.0, abs=1e-5)
-    assert any(k.startswith("unrolled") for k in modes) and "bpda" in modes
-    assert all(-1.0 - 1e-6 <= r["cosine_to_exact_implicit"] <= 1.0 + 1e-6 and r["seconds"] > 0
-               for r in modes.values())
+    for where in ("on_manifold", "off_manifold"):
+        modes = saved["gradient_modes"][where]
+        exact = modes["implicit (exact, CG to tol)"]
+        assert exact["cosine_to_exact_implicit"] == pytest.approx(1.0, abs=1e-5)
+        assert any(k.startswith("unrolled") for k in modes) and "bpda" in modes
+        assert all(-1.0 - 1e-6 <= r["cosine_to_exact_implicit"] <= 1.0 + 1e-6 and r["seconds"] > 0
+                   for r in modes.values())
+    # One eta' for attacks and table, satisfying Lemma 1 against the measured ||H||.
+    eta = saved["backward_lr"]["used"]
+    assert saved["gradient_mode_diagnostics"]["on_manifold"]["eta_prime"] == eta
+    assert saved["backward_lr"]["used_times_max_norm"] <= 1.0 + 1e-6
+    # Randomized defenses re-scored on fresh keys; ADVT (deterministic) not.
+    for dname in ("DefenseGAN", "ABS"):
+        for r in saved["attacks"][dname].values():
+            assert r["rescored_keys"] == cfg.rescore_keys
+            assert len(r["robust_per_key"]) == cfg.rescore_keys
+            for b, v in r["worst_at_budget"].items():
+                assert v <= r["accuracy_at_budget"][b] + 1e-12
+    assert all(r["rescored_keys"] == 0 for r in saved["attacks"]["ADVT"].values())
+    paired = saved["paired_tests"]["implicit_vs_bpda"]
+    assert set(paired) == {f"{b:g}" for b in cfg.budgets}
+    assert all(0.0 <= t["p_value"] <= 1.0 for t in paired.values())
     table = (tmp_path / "table.md").read_text()
     assert all(m in table for m in cfg.methods) and "backtrack T'=3" in table
+    assert "envelope theorem" in table and "Wilson" in table and "McNemar" in table
+    assert "MLP-VAE decoder, not the paper's WGAN-GP DCGAN" in table
 
 
 def test_generative_dcgan_generator_path():
@@ -77,5 +95,8 @@ def test_generative_config_variants():
     assert full.defense.num_restarts == 10 and full.defense.steps == 200
     assert full.generator == "dcgan" and full.abs.latent_dim == 8 and full.abs.arch == "dcgan"
     assert set(_config("default").defenses) == {"defensegan", "abs", "advt"}
+    repro = _config("repro")
+    assert repro.num_attack == 100 and repro.advt.arch == "cnn" and repro.advt.eps == 0.3
+    assert repro.rescore_keys >= 5 and set(repro.methods) >= {"implicit", "bpda"}
     with pytest.raises(ValueError, match="variant"):
         _config("huge")

@@ -35,8 +35,16 @@ random MLP. Test points ``x = clip(G(z_true) + noise·ε)``: with ``--noise 0`` 
 of ``G``, where ``z*`` converges and the inner problem is well conditioned (used for the cosine
 check, see ``--noise``).
 
+Off the manifold (``--off_l2 B``, the case an attack meets): every test point is moved by an
+ℓ2 step of size ``B`` along the BPDA gradient of the CW loss (one FGM step through the defense),
+so ``z*`` no longer reproduces ``x'`` and the inner problem is worse conditioned. There the
+reference is a *converged* implicit gradient (``--reference_steps`` forward steps, CG to
+tolerance with no iteration cap), and ``cosine_to_converged_implicit`` reports every mode
+against it (``cosine_to_unrolled`` compares against a gradient that is itself approximate there).
+
     python experiments/benchmarks/implicit.py                      # MLP generator, N=64, R=10
     python experiments/benchmarks/implicit.py --generator dcgan --batch 16
+    python experiments/benchmarks/implicit.py --off_l2 2 --batch 16 --repeats 1
 """
 
 from __future__ import annotations
@@ -57,6 +65,7 @@ from robustjax import losses
 from robustjax.defenses import defensegan_reconstruct
 
 MODES = ("forward", "bpda", "implicit", "implicit_joint", "neumann", "backtrack", "unrolled")
+# With --off_l2 > 0 the converged reference "implicit_converged" is added.
 
 
 class MLPGenerator(nn.Module):
@@ -104,11 +113,27 @@ def _setup(args):
 
 def _defense_kwargs(args, mode):
     independent = mode != "implicit_joint"
-    mode = "implicit" if mode == "implicit_joint" else mode
-    return dict(latent_dim=args.latent_dim, num_restarts=args.restarts, steps=args.steps,
+    steps, cg_maxiter = args.steps, args.cg_maxiter
+    if mode == "implicit_converged":  # the reference off the manifold
+        steps, cg_maxiter = args.reference_steps, None
+    mode = "implicit" if mode in ("implicit_joint", "implicit_converged") else mode
+    return dict(latent_dim=args.latent_dim, num_restarts=args.restarts, steps=steps,
                 lr=args.lr, momentum=args.momentum, mode=mode, independent=independent,
                 backward_steps=args.backward_steps, backward_lr=args.backward_lr,
-                cg_maxiter=args.cg_maxiter, ridge=0.0)
+                cg_maxiter=cg_maxiter, ridge=0.0)
+
+
+def _off_manifold(args, generator_fn, classifier_fn, key, x, y):
+    """One FGM step of ℓ2 size ``args.off_l2`` along the BPDA gradient of the CW loss."""
+    kw = _defense_kwargs(args, "bpda")
+
+    def loss(x):
+        xr = defensegan_reconstruct(generator_fn, key, x, **kw)
+        return jnp.sum(losses.cw_loss(classifier_fn(xr), y))
+
+    g = jax.jit(jax.grad(loss))(x)
+    norm = jnp.linalg.norm(g.reshape(g.shape[0], -1), axis=1).reshape(-1, 1, 1, 1)
+    return jnp.clip(x - args.off_l2 * g / jnp.maximum(norm, 1e-12), 0.0, 1.0)
 
 
 def _timed_compile(fn, *a):
@@ -135,6 +160,10 @@ def main(argv=None):
     p.add_argument("--noise", type=float, default=0.0,
                    help="std of the noise added to G(z_true); 0 = on the range (converged z*)")
     p.add_argument("--latent_scale", type=float, default=0.3)
+    p.add_argument("--off_l2", type=float, default=0.0,
+                   help="l2 size of the BPDA-FGM step off the manifold (0: on the range of G)")
+    p.add_argument("--reference_steps", type=int, default=1000,
+                   help="forward steps of the converged implicit reference (with --off_l2)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--modes", nargs="+", default=list(MODES))
@@ -142,6 +171,10 @@ def main(argv=None):
 
     generator_fn, classifier_fn, x, y = _setup(args)
     key = jax.random.key(args.seed + 1)
+    if args.off_l2 > 0:
+        x = _off_manifold(args, generator_fn, classifier_fn, key, x, y)
+        if "implicit_converged" not in args.modes:
+            args.modes = list(args.modes) + ["implicit_converged"]
 
     # Convergence diagnostics at the forward solution (kept restart of every example).
     diag_kw = _defense_kwargs(args, "bpda")
@@ -155,7 +188,7 @@ def main(argv=None):
     grad_norm = jax.vmap(lambda z, xi: jnp.linalg.norm(jax.grad(single_loss)(z, xi)))(z_star, x)
     hess = jax.vmap(jax.hessian(single_loss))(z_star, x)
     eig = jnp.linalg.eigvalsh(hess)  # [N, d], ascending
-    lam_max = float(jnp.max(eig))
+    lam_max = float(jnp.max(jnp.abs(eig)))  # ||H||: Lemma 1 needs eta'||H|| <= 1
     if args.backward_lr is None:
         args.backward_lr = 1.0 / lam_max
     eff_lr = args.lr * 1.0 / (1.0 - args.momentum)  # momentum's effective step (before decay)
@@ -258,6 +291,14 @@ def main(argv=None):
     if "implicit" in outputs:
         result["cosine_to_implicit"] = {
             m: cos(outputs[m], outputs["implicit"]) for m in outputs if m != "forward"}
+    if "implicit_converged" in outputs:
+        ref = outputs["implicit_converged"]
+        result["cosine_to_converged_implicit"] = {
+            m: cos(outputs[m], ref) for m in outputs if m != "forward"}
+        result["per_example_cosine_to_converged_implicit_min"] = {
+            m: per_example_cos_min(outputs[m], ref) for m in outputs if m != "forward"}
+        result["setting"]["off_l2"] = args.off_l2
+        result["setting"]["reference_steps"] = args.reference_steps
     result["device"] = str(jax.devices()[0])
     result["platform"] = platform.platform()
     print(json.dumps(result, indent=1))

@@ -229,8 +229,15 @@ def abs_logits(
     ``steps`` Adam steps with step ``lr`` (ABS: 8000 samples, 50 steps, lr 0.05). The squared
     error plus :math:`\beta\|z\|^2` is the Gaussian-likelihood ELBO proxy the ABS paper uses
     (up to constants; choice: sums over pixels, :math:`\beta = 1`, score scale ``s = 1``).
-    Gradients with respect to ``x`` follow ``mode`` through :math:`z^*`; at an exact optimum
-    every mode gives the envelope-theorem gradient :math:`-s\,\partial_x \ell_c`.
+    Gradients with respect to ``x`` follow ``mode`` through :math:`z^*`. **ABS does not exercise
+    implicit differentiation:** its logit *is* the inner objective at its minimiser, so by the
+    envelope theorem :math:`\frac{d}{dx}\ell_c(z^*_c(x); x) = \partial_x \ell_c(z^*_c; x)
+    + \underbrace{\nabla_z \ell_c(z^*_c; x)}_{=0}\,\partial_x z^*_c = \partial_x \ell_c`,
+    and every mode (``"implicit"`` included) equals the stop-gradient (``"bpda"``-latent)
+    gradient up to the inner solver's residual :math:`\nabla_z \ell_c \ne 0`. An ABS curve
+    under the ``"implicit"`` attack is therefore evidence about the CW-style optimiser, not about
+    implicit differentiation; DefenseGAN (whose logits are a *different* function,
+    :math:`F(G(z^*))`, of the minimiser) is the defense that tests it.
 
     Args:
       decoder_fn: ``z [K, M, d] -> images [K, M, H, W, C]``; class ``c`` decodes ``z[c]`` (e.g.
