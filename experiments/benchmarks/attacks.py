@@ -2,9 +2,9 @@
 
 Prints one JSON object: images/s in steady state (compile time reported apart) for robustjax's
 attacks and, when a Python with ``torch`` and ``torchattacks`` is found (``--torch-python``,
-default ``/work/tavenv/bin/python`` if it exists), for torchattacks on the *same weights and
-data* (the Flax weights are copied into an equivalent torch module in a subprocess, passed via
-a temporary ``.npz``). JAX and torch repetitions are interleaved within one run, so the
+default ``/work/torchvenv/bin/python`` or ``/work/tavenv/bin/python`` if one exists), for
+torchattacks on the *same weights and data* (the Flax weights are copied into an equivalent
+torch module in a subprocess, passed via a temporary ``.npz``; see ``_torch_bridge.py``). JAX and torch repetitions are interleaved within one run, so the
 reported ratio is robust to machine load that drifts slowly; absolute numbers are not.
 
 The model is briefly trained (standard training, a few hundred Adam steps on the embedded MNIST
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -35,35 +34,16 @@ import time
 
 import numpy as np
 
-_TORCH_WORKER = textwrap.dedent(
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _torch_bridge  # noqa: E402
+
+_TORCH_WORKER = _torch_bridge.TORCH_NET + textwrap.dedent(
     r"""
     import sys, time, json
-    import numpy as np
-    import torch, torchattacks
+    import torchattacks
     torch.manual_seed(0)
     d = np.load(sys.argv[1])
-    class Net(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.c1 = torch.nn.Conv2d(1, 32, 5, padding=2)
-            self.c2 = torch.nn.Conv2d(32, 64, 5, padding=2)
-            self.f1 = torch.nn.Linear(7 * 7 * 64, 1024)
-            self.f2 = torch.nn.Linear(1024, 10)
-        def forward(self, x):
-            x = torch.nn.functional.max_pool2d(torch.relu(self.c1(x)), 2)
-            x = torch.nn.functional.max_pool2d(torch.relu(self.c2(x)), 2)
-            x = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)  # flatten in NHWC order, as Flax
-            return self.f2(torch.relu(self.f1(x)))
-    net = Net().eval()
-    with torch.no_grad():
-        for name in ("c1", "c2"):
-            getattr(net, name).weight.copy_(torch.from_numpy(d[name + "_w"]).permute(3, 2, 0, 1))
-            getattr(net, name).bias.copy_(torch.from_numpy(d[name + "_b"]))
-        for name in ("f1", "f2"):
-            getattr(net, name).weight.copy_(torch.from_numpy(d[name + "_w"]).T)
-            getattr(net, name).bias.copy_(torch.from_numpy(d[name + "_b"]))
-    for p in net.parameters():
-        p.requires_grad_(False)
+    net = load_net(d)
     x = torch.from_numpy(d["x"]).permute(0, 3, 1, 2).contiguous()
     y = torch.from_numpy(d["y"]).long()
     steps = int(d["steps"]); cw_steps = int(d["cw_steps"]); eps = float(d["eps"])
@@ -198,38 +178,14 @@ def _flax_pool_model():
 
 
 def _export_torch(variables, x, y, args, path):
-    p = variables["params"]
-    names = sorted(k for k in p if k.startswith("Conv")) + sorted(
-        k for k in p if k.startswith("Dense"))
-    tn = ["c1", "c2", "f1", "f2"]
-    arrs = {}
-    for t, k in zip(tn, names):
-        arrs[t + "_w"] = np.asarray(p[k]["kernel"], np.float32)
-        arrs[t + "_b"] = np.asarray(p[k]["bias"], np.float32)
-    np.savez(path, x=x, y=y, steps=args.steps, eps=args.eps, alpha=args.step_size,
-             cw_steps=args.cw_steps, cw_c=1.0, **arrs)
+    _torch_bridge.export_mnist_cnn(
+        variables["params"], path, x=x, y=y, steps=args.steps, eps=args.eps,
+        alpha=args.step_size, cw_steps=args.cw_steps, cw_c=1.0)
 
 
-class _TorchWorker:
+class _TorchWorker(_torch_bridge.TorchWorker):
     def __init__(self, python, npz):
-        fd, self.script = tempfile.mkstemp(suffix="_torch_worker.py")
-        with os.fdopen(fd, "w") as f:
-            f.write(_TORCH_WORKER)
-        self.proc = subprocess.Popen(
-            [python, self.script, npz], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            text=True, env=dict(os.environ),
-        )
-        self.info = json.loads(self.proc.stdout.readline())
-
-    def run(self, name):
-        self.proc.stdin.write(name + "\n")
-        self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
-
-    def close(self):
-        self.proc.stdin.close()
-        self.proc.wait()
-        os.unlink(self.script)
+        super().__init__(python, _TORCH_WORKER, npz)
 
 
 def main():
@@ -320,9 +276,7 @@ def main():
         compiled[name] = f.lower(variables, jax.random.key(0), x, y).compile()
         compile_s[name] = time.perf_counter() - t
 
-    torch_py = args.torch_python
-    if torch_py is None and os.path.exists("/work/tavenv/bin/python"):
-        torch_py = "/work/tavenv/bin/python"
+    torch_py = _torch_bridge.find_torch_python(args.torch_python)
     worker = None
     if torch_py and not args.no_torch:
         tmp = tempfile.mkdtemp()
