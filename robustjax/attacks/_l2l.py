@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from robustjax._src import validation as V
+from robustjax.attacks._base import check_eps
 from robustjax._src.types import Array, ArrayLike, LogitsFn, PRNGKey
 from robustjax.losses import cross_entropy
 
@@ -72,7 +73,8 @@ def l2l_perturbation(
       generator_fn: ``(x, delta, grad, z, y) -> [-1, 1]`` update direction.
       logits_fn: the classifier under attack.
       x: ``[N, H, W, C]`` images in ``[0, 1]``; y: ``int32 [N]`` true labels; z: ``[N, d]`` codes.
-      eps: ℓ∞ radius; num_steps: T; step_fraction: s / eps.
+      eps: ℓ∞ radius: a Python number or a scalar array (traced values included, e.g. an ε
+        ramp-up inside a jitted training step); num_steps: T; step_fraction: s / eps.
       return_all: also return the ``[T, N, H, W, C]`` trajectory.
       generator_state: when not ``None``, ``generator_fn`` is stateful,
         ``(state, x, delta, grad, z, y) -> (update, state)`` (e.g. batch-norm statistics in
@@ -103,7 +105,7 @@ def l2l_perturbation(
     V.check_labels(y, "y", batch_size=jnp.shape(x)[0])
     V.check_rank(z, "z", 2)
     V.check_batch_match(x, "x", z, "z")
-    V.check_nonnegative(eps, "eps")
+    check_eps(eps)
     V.check_positive_int(num_steps, "num_steps")
     V.check_positive(step_fraction, "step_fraction")
     if backprop_steps is not None:

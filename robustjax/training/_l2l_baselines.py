@@ -235,12 +235,14 @@ def make_l2l_generator_step(clf_apply: Callable, *, eps: float, lambda_div: floa
 
 
 def make_l2l_star_step(*, eps: float, latent_dim: int = 8, clean_weight: float = 0.0,
+                       eps_schedule: Callable | None = None,
                        axis_name: str | None = None) -> Callable:
     """L2L* min-max training step (Chen et al. 2018 as the L2L-DA baseline): the L2L-DA step
-    with a one-step generator (``T = 1``, full step ``ε``), no recurrence, no diversity."""
+    with a one-step generator (``T = 1``, full step ``ε``), no recurrence, no diversity.
+    ``eps_schedule``: a traced ε ramp-up, see :func:`robustjax.training.make_l2lda_step`."""
     return make_l2lda_step(eps=eps, lambda_div=0.0, num_steps=1, step_fraction=1.0,
                            latent_dim=latent_dim, clean_weight=clean_weight,
-                           axis_name=axis_name)
+                           eps_schedule=eps_schedule, axis_name=axis_name)
 
 
 def train_attack_generator(step: Callable, state: GeneratorState, clf_variables, images,

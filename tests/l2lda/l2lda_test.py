@@ -298,3 +298,41 @@ def test_cost_model_ratios():
     c = l2lda_cost_model(num_steps=5, gen_over_clf=2.0, backprop_steps=1)
     assert c["l2lda_F"] == 24 + 14 * 2.0
     assert l2lda_cost_model(num_steps=2, gen_over_clf=133)["ratio"] > 1.5
+
+
+def test_traced_eps_schedule_one_compile_and_matches_static_eps():
+    # A traced eps ramp: one compile serves every step; at a schedule value equal to a static
+    # eps the step equals the static-eps step (same program up to a constant; one step, no
+    # chaotic amplification), and at eps = 0 the generated perturbation is exactly zero.
+    from robustjax.training._l2l_baselines import make_l2l_star_step
+
+    x, y = _small_batch()
+    clf, gen = _TinyClf(), L2LGeneratorTiny(latent_dim=2)
+    state = create_l2lda_state(clf, gen, jax.random.key(0), x.shape, clf_tx=optax.sgd(0.5),
+                               gen_tx=optax.sgd(0.5))
+    batch, key = {"image": x, "label": y}, jax.random.key(4)
+    traces = []
+
+    def schedule(count):
+        traces.append(1)
+        return optax.linear_schedule(0.0, 0.3, 10)(count)
+
+    ramped = jax.jit(make_l2lda_step(eps=0.3, lambda_div=0.5, num_steps=2, latent_dim=2,
+                                     eps_schedule=schedule))
+    _, m0 = ramped(state, batch, key)
+    s10, m10 = ramped(state.replace(step=jnp.asarray(10, jnp.int32)), batch, key)
+    assert len(traces) == 1
+    assert float(m0["eps"]) == 0.0 and float(m10["eps"]) == pytest.approx(0.3)
+    assert float(m0["diversity"]) == 0.0           # delta == 0 for both codes
+    static = jax.jit(make_l2lda_step(eps=0.3, lambda_div=0.5, num_steps=2, latent_dim=2))
+    s_ref, m_ref = static(state, batch, key)
+    for a, b in zip(jax.tree.leaves(s10.clf_params), jax.tree.leaves(s_ref.clf_params)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(m10["gen_ce"], m_ref["gen_ce"], rtol=1e-5)
+    # L2L* forwards the schedule too.
+    star = jax.jit(make_l2l_star_step(eps=0.3, latent_dim=2,
+                                      eps_schedule=optax.linear_schedule(0.0, 0.3, 10)))
+    _, ms = star(state, batch, key)
+    assert float(ms["eps"]) == 0.0
+    with pytest.raises(ValueError, match="eps_schedule"):
+        make_l2lda_step(eps=0.3, lambda_div=0.0, eps_schedule=0.3)
