@@ -11,7 +11,11 @@ from robustjax.defenses._generative import defensegan_logits
 from robustjax.defenses._generative import defensegan_reconstruct
 from robustjax.defenses._generative import make_abs_logits_fn
 from robustjax.defenses._generative import make_defensegan_logits_fn
+from robustjax.defenses._ride import IMAGENET_STD
+from robustjax.defenses._ride import MNIST_STD
+from robustjax.defenses._ride import PAPER_SIGMA_NORMALIZED
 from robustjax.defenses._ride import RIDE_CONFIGS
+from robustjax.defenses._ride import SIGMA_PIXEL_UNITS
 from robustjax.defenses._ride import RIDE_METHODS
 from robustjax.defenses._ride import DefenseTrace
 from robustjax.defenses._ride import ReconstructionNet
@@ -24,6 +28,8 @@ from robustjax.defenses._ride import ride
 from robustjax.defenses._ride import ride_interpolate
 from robustjax.defenses._ride import self_supervised_single
 from robustjax.defenses._ride import self_supervised_trace
+from robustjax.defenses._ride import sigma_in_pixel_units
+from robustjax.defenses._ride import ride_label
 
 __all__ = [
     "TV_METHODS",
@@ -37,7 +43,11 @@ __all__ = [
     "defensegan_reconstruct",
     "make_abs_logits_fn",
     "make_defensegan_logits_fn",
+    "IMAGENET_STD",
+    "MNIST_STD",
+    "PAPER_SIGMA_NORMALIZED",
     "RIDE_CONFIGS",
+    "SIGMA_PIXEL_UNITS",
     "RIDE_METHODS",
     "DefenseTrace",
     "ReconstructionNet",
@@ -50,4 +60,6 @@ __all__ = [
     "ride_interpolate",
     "self_supervised_single",
     "self_supervised_trace",
+    "sigma_in_pixel_units",
+    "ride_label",
 ]

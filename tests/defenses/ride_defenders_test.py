@@ -6,7 +6,13 @@ import pytest
 import jax
 import jax.numpy as jnp
 
+from robustjax.defenses import IMAGENET_STD
+from robustjax.defenses import MNIST_STD
+from robustjax.defenses import PAPER_SIGMA_NORMALIZED
 from robustjax.defenses import RIDE_CONFIGS
+from robustjax.defenses import SIGMA_PIXEL_UNITS
+from robustjax.defenses import ride_label
+from robustjax.defenses import sigma_in_pixel_units
 from robustjax.defenses import ReconstructionNet
 from robustjax.defenses import RideConfig
 from robustjax.defenses import random_loss_mask
@@ -41,12 +47,36 @@ def _pixel_net():
 
 def test_paper_defaults():
     cfg = RideConfig()
+    # sigma: the paper's 0.5 on ImageNet-normalized inputs, in [0, 1] pixel units.
     assert (cfg.num_steps, cfg.num_checkpoints, cfg.alpha, cfg.sigma, cfg.batch_size) == (
-        2000, 5, 0.9, 0.5, 1)
+        2000, 5, 0.9, SIGMA_PIXEL_UNITS, 1)
     assert (cfg.learning_rate, cfg.weight_decay, cfg.mask_ratio) == (1e-4, 1e-4, 0.9)
     assert cfg.nms and cfg.dropout_at_eval and not cfg.decoupled_weight_decay
     assert RIDE_CONFIGS["mnist"] == cfg
     assert cfg.chunk_size == 8  # execution only
+
+
+def test_sigma_units_both_readings():
+    # 0.5 normalized-std units = 0.5 * mean(0.229, 0.224, 0.225) in [0, 1] pixels.
+    assert PAPER_SIGMA_NORMALIZED == 0.5
+    np.testing.assert_allclose(sigma_in_pixel_units(0.5), 0.5 * np.mean(IMAGENET_STD))
+    np.testing.assert_allclose(sigma_in_pixel_units(0.5), 0.113, atol=5e-4)
+    np.testing.assert_allclose(sigma_in_pixel_units(0.5, MNIST_STD), 0.5 * 0.3081)
+    assert SIGMA_PIXEL_UNITS == 0.113
+    assert RIDE_CONFIGS["literal_sigma"] == RideConfig(sigma=0.5)
+    # Normalizing, adding N(0, s^2) noise and un-normalizing is N(0, (s*std)^2) in pixels.
+    rng = np.random.default_rng(0)
+    noise = 0.5 * rng.standard_normal(200_000) * 0.3081
+    np.testing.assert_allclose(noise.std(), sigma_in_pixel_units(0.5, MNIST_STD), rtol=0.01)
+
+
+def test_ride_label_marks_every_deviation():
+    assert ride_label(RideConfig()) == "RIDE"
+    small = RideConfig(num_steps=50, num_checkpoints=4, learning_rate=1e-2, sigma=0.2)
+    assert ride_label(small) == "RIDE-small (K=50, T=4, lr=0.01, σ=0.2)"
+    assert ride_label(small._replace(mask_ratio=0.5)).endswith(", p=0.5)")
+    assert ride_label(RideConfig(sigma=0.5)) == "RIDE (σ=0.5)"
+    assert ride_label(RideConfig(num_checkpoints=4)).startswith("RIDE-small (K=2000, T=4,")
 
 
 def _single(method, cfg):
