@@ -248,9 +248,11 @@ def gradient_masking_checks(
     single-step = names containing ``"fgsm"``, iterative = ``"pgd"``, black-box = ``"nes"``.
     White-box attacks are all attacks that are not black-box. Checks run:
 
-    * (a) for the best (lowest-accuracy) single-step attack against each iterative attack;
+    * (a) for each iterative attack against the best (lowest-accuracy) single-step attack whose
+      largest ℓ∞ distortion does not exceed the iterative attack's (so a report holding
+      several ε compares like with like);
     * (b) when ``unbounded_accuracy`` is given (see :func:`unbounded_attack_accuracy`);
-    * (c) strongest white-box vs strongest black-box, when both exist;
+    * (c) strongest white-box vs strongest black-box within its ℓ∞ budget, when both exist;
     * (d) when ``loss_trace`` is given;
     * (e) always, on the unconditioned adversarial accuracies.
 
@@ -278,20 +280,35 @@ def gradient_masking_checks(
     it = _pick(names, iterative, "pgd")
     bb = _pick(names, blackbox, "nes")
     flags: list[MaskingFlag] = []
-    if ss and it:
-        best_ss = min(ss, key=lambda k: acc[k])
-        for name in it:
-            flags.append(check_iterative_vs_single_step(
-                acc[name], acc[best_ss], tol=tol, iterative_name=name,
-                single_step_name=best_ss))
+    # Only compare attacks whose budgets are comparable: a reference (single-step / black-box)
+    # attack is paired with an attack under test only if its largest ℓ∞ distortion does not
+    # exceed the tested attack's (a report may hold several ε, e.g. FGSM ε=0.3 and PGD ε=0.1).
+    linf_max = {k: v["linf_max"] for k, v in report.distortion_stats.items()}
+
+    def within(ref: str, tested: str) -> bool:
+        a, b = linf_max.get(ref, float("nan")), linf_max.get(tested, float("nan"))
+        if not (np.isfinite(a) and np.isfinite(b)):
+            return True
+        return a <= b * (1 + 1e-4) + 1e-6
+
+    for name in it if ss else []:
+        cands = [k for k in ss if within(k, name)]
+        if not cands:
+            continue
+        best_ss = min(cands, key=lambda k: acc[k])
+        flags.append(check_iterative_vs_single_step(
+            acc[name], acc[best_ss], tol=tol, iterative_name=name, single_step_name=best_ss))
     if unbounded_accuracy is not None:
         flags.append(check_unbounded_attack(unbounded_accuracy, tol=tol, eps=unbounded_eps))
     wb = [n for n in names if n not in bb]
     if bb and wb:
-        best_bb = min(bb, key=lambda k: acc[k])
         best_wb = min(wb, key=lambda k: acc[k])
-        flags.append(check_blackbox_vs_whitebox(
-            acc[best_bb], acc[best_wb], tol=tol, blackbox_name=best_bb, whitebox_name=best_wb))
+        cands = [k for k in bb if within(k, best_wb)]
+        if cands:
+            best_bb = min(cands, key=lambda k: acc[k])
+            flags.append(check_blackbox_vs_whitebox(
+                acc[best_bb], acc[best_wb], tol=tol, blackbox_name=best_bb,
+                whitebox_name=best_wb))
     if loss_trace is not None:
         flags.append(check_loss_increasing(loss_trace))
     flags.append(check_robust_below_clean(report.adversarial_accuracy, report.clean_accuracy))

@@ -1,10 +1,19 @@
-"""Robust accuracy of a model under a suite of attacks, per attack and per-example **Min**.
+"""Robust accuracy of a model under a suite of attacks: per attack, **Min** and **worst case**.
 
 The per-example helpers (:func:`correct`, :func:`robust_accuracy`, :func:`distortion`) are pure,
 jit- and vmap-friendly JAX functions. :func:`robustness_report` is the host-side driver: it walks a
 dataset in fixed-size batches, runs every attack (each jitted once), and gathers per-example
 results into a :class:`RobustnessReport`, whose :func:`format_table` reproduces the layout of
-Table A of the L2L-DA paper (rows = models; columns Natural, attacks…, Min).
+Table A of the L2L-DA paper (rows = models; columns Natural, attacks…, Min) plus a per-example
+"Worst case" column, and prints the evaluation's warnings (gradient-masking checks, probability
+outputs, attacks that left points unchanged) under the table.
+
+Two different summaries, both reported:
+
+* **Min** (the L2L-DA paper's, Table A): the minimum over the attack columns' accuracies — in
+  Table A each row's Min equals one of its own columns (PGD10 row: 8.97 = its PGD100 value).
+* **Worst case** (per example): an example counts only if it is correct clean and survives
+  every attack. Never above Min; the honest number for an ensemble of attacks.
 """
 
 from __future__ import annotations
@@ -153,10 +162,20 @@ class RobustnessReport:
       linf: ``{attack: float32 [N]}`` ℓ∞ distortion ``‖x_adv − x‖∞`` per example.
       l2: ``{attack: float32 [N]}`` ℓ2 distortion per example.
 
+      thresholds: ``{attack: (norm, tau)}``: for these (unbounded, minimum-norm) attacks an
+        output counts as adversarial only if misclassified **and** within ``‖δ‖_norm <= tau``.
+      notes: warnings printed under the table (masking checks, probability outputs, attacks
+        that returned correctly classified points unchanged, thresholds, re-scoring).
+      draw_correct: for a randomized model re-scored with fresh keys (``rescore_keys``):
+        ``{"clean" | attack: bool [R, N]}`` correctness under each of ``R`` fresh draws; the
+        per-example arrays below then require correctness under every draw (worst case), and
+        :attr:`rescored_accuracy` gives mean and worst over draws.
+
     Accuracies are fractions in ``[0, 1]``. An example is *robust to an attack* when it is
     classified correctly both clean and after the attack (:func:`robust_accuracy` with
-    ``require_clean=True``); the **Min** column counts an example as robust only if it is
-    correct clean and survives every attack (L2L-DA supplementary, Table A).
+    ``require_clean=True``). **Min** (:meth:`min_accuracy`, the L2L-DA paper's Table A) is the
+    minimum over the attack columns' accuracies; **worst case** (:meth:`worst_case_accuracy`)
+    counts an example only if it is correct clean and survives every attack (per example).
     """
 
     labels: np.ndarray
@@ -164,6 +183,9 @@ class RobustnessReport:
     adv_predictions: Mapping[str, np.ndarray]
     linf: Mapping[str, np.ndarray]
     l2: Mapping[str, np.ndarray]
+    thresholds: Mapping[str, tuple[str, float]] = dataclasses.field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    draw_correct: Mapping[str, np.ndarray] | None = None
 
     # ---- per-example arrays -------------------------------------------------------------
     @property
@@ -176,13 +198,34 @@ class RobustnessReport:
 
     @property
     def clean_correct(self) -> np.ndarray:
-        """``bool [N]``: correct on clean inputs."""
+        """``bool [N]``: correct on clean inputs (under every fresh draw when re-scored)."""
+        if self.draw_correct is not None and "clean" in self.draw_correct:
+            return np.all(self.draw_correct["clean"], axis=0)
         return self.clean_predictions == self.labels
+
+    def _adv_ok(self, name: str, pred_ok: np.ndarray) -> np.ndarray:
+        if name in self.thresholds:
+            norm, tau = self.thresholds[name]
+            dist = (self.linf if norm == "linf" else self.l2)[name]
+            return pred_ok | (np.asarray(dist) > tau)
+        return pred_ok
 
     @property
     def adv_correct(self) -> dict[str, np.ndarray]:
-        """``{attack: bool [N]}``: correct on the attack's output (ignoring the clean result)."""
-        return {k: v == self.labels for k, v in self.adv_predictions.items()}
+        """``{attack: bool [N]}``: correct on the attack's output (ignoring the clean result).
+
+        For a thresholded attack an output beyond its distortion threshold counts as correct
+        (the attack failed within the budget); for a re-scored randomized model, correct under
+        every fresh draw.
+        """
+        out = {}
+        for k, v in self.adv_predictions.items():
+            if self.draw_correct is not None and k in self.draw_correct:
+                ok = np.all(self.draw_correct[k], axis=0)
+            else:
+                ok = v == self.labels
+            out[k] = self._adv_ok(k, ok)
+        return out
 
     @property
     def robust_correct(self) -> dict[str, np.ndarray]:
@@ -190,7 +233,7 @@ class RobustnessReport:
         clean = self.clean_correct
         return {k: clean & v for k, v in self.adv_correct.items()}
 
-    def min_correct(self, attacks: Sequence[str] | None = None) -> np.ndarray:
+    def worst_case_correct(self, attacks: Sequence[str] | None = None) -> np.ndarray:
         """``bool [N]``: correct clean and after every attack in ``attacks`` (default: all)."""
         names = self.attack_names if attacks is None else tuple(attacks)
         out = self.clean_correct.copy()
@@ -201,6 +244,10 @@ class RobustnessReport:
                     f"`attacks` names unknown attack {name!r}; have {self.attack_names}.")
             out &= adv[name]
         return out
+
+    def min_correct(self, attacks: Sequence[str] | None = None) -> np.ndarray:
+        """Former name of :meth:`worst_case_correct` (per example; *not* the paper's Min)."""
+        return self.worst_case_correct(attacks)
 
     # ---- reductions ---------------------------------------------------------------------
     @property
@@ -218,8 +265,42 @@ class RobustnessReport:
         return {k: float(np.mean(v)) for k, v in self.adv_correct.items()}
 
     def min_accuracy(self, attacks: Sequence[str] | None = None) -> float:
-        """Fraction of examples in :meth:`min_correct`."""
-        return float(np.mean(self.min_correct(attacks)))
+        """The L2L-DA paper's **Min**: the minimum over the attack columns' robust accuracies.
+
+        In Table A each row's Min equals one of its own columns. ``attacks`` selects the
+        columns (default: all); with no attack it is the clean accuracy. Compare
+        :meth:`worst_case_accuracy` (per example, never above Min).
+        """
+        names = self.attack_names if attacks is None else tuple(attacks)
+        acc = self.robust_accuracy
+        for name in names:
+            if name not in acc:
+                raise ValueError(
+                    f"`attacks` names unknown attack {name!r}; have {self.attack_names}.")
+        return min([acc[n] for n in names], default=self.clean_accuracy)
+
+    def worst_case_accuracy(self, attacks: Sequence[str] | None = None) -> float:
+        """Per-example worst case: fraction correct clean and after every attack."""
+        return float(np.mean(self.worst_case_correct(attacks)))
+
+    @property
+    def rescored_accuracy(self) -> dict[str, dict[str, float]] | None:
+        """Re-scored randomized model: ``{"clean" | attack: {"mean", "worst"}}`` over draws.
+
+        ``mean``: accuracy averaged over the fresh draws (attack columns: correct clean and
+        after the attack in the same draw); ``worst``: correct under every draw. ``None``
+        for a deterministic model.
+        """
+        if self.draw_correct is None:
+            return None
+        clean = np.asarray(self.draw_correct["clean"])
+        out = {"clean": {"mean": float(clean.mean()),
+                         "worst": float(np.all(clean, axis=0).mean())}}
+        for k in self.attack_names:
+            d = np.asarray(self.draw_correct[k]) & clean
+            d = self._adv_ok(k, d) & clean
+            out[k] = {"mean": float(d.mean()), "worst": float(np.all(d, axis=0).mean())}
+        return out
 
     @property
     def distortion_stats(self) -> dict[str, dict[str, float]]:
@@ -252,8 +333,14 @@ class RobustnessReport:
             "robust_accuracy": self.robust_accuracy,
             "adversarial_accuracy": self.adversarial_accuracy,
             "min_accuracy": self.min_accuracy() if self.num_examples else float("nan"),
+            "worst_case_accuracy": (self.worst_case_accuracy() if self.num_examples
+                                    else float("nan")),
             "distortion": self.distortion_stats,
+            "thresholds": {k: [v[0], float(v[1])] for k, v in self.thresholds.items()},
+            "notes": list(self.notes),
         }
+        if self.draw_correct is not None:
+            d["rescored_accuracy"] = self.rescored_accuracy
         if per_example:
             d["per_example"] = {
                 "labels": self.labels.tolist(),
@@ -262,6 +349,9 @@ class RobustnessReport:
                 "linf": {k: np.asarray(v).tolist() for k, v in self.linf.items()},
                 "l2": {k: np.asarray(v).tolist() for k, v in self.l2.items()},
             }
+            if self.draw_correct is not None:
+                d["per_example"]["draw_correct"] = {
+                    k: np.asarray(v).tolist() for k, v in self.draw_correct.items()}
         return d
 
     def to_json(self, *, per_example: bool = False, **kwargs: Any) -> str:
@@ -280,6 +370,10 @@ class RobustnessReport:
             adv_predictions={k: np.asarray(v, np.int32) for k, v in p["adv_predictions"].items()},
             linf={k: np.asarray(v, np.float32) for k, v in p["linf"].items()},
             l2={k: np.asarray(v, np.float32) for k, v in p["l2"].items()},
+            thresholds={k: (v[0], float(v[1])) for k, v in d.get("thresholds", {}).items()},
+            notes=tuple(d.get("notes", ())),
+            draw_correct=(None if "draw_correct" not in p else
+                          {k: np.asarray(v, bool) for k, v in p["draw_correct"].items()}),
         )
 
     def __str__(self) -> str:
@@ -319,6 +413,9 @@ def robustness_report(
     progress: bool = True,
     jit: bool = True,
     desc: str = "robustness",
+    distortion_threshold: Mapping[str, tuple[str, float]] | None = None,
+    masking_checks: bool = True,
+    rescore_keys: int = 0,
 ) -> RobustnessReport:
     r"""Evaluate ``logits_fn`` on a dataset, clean and under every attack, batch by batch.
 
@@ -345,6 +442,26 @@ def robustness_report(
       progress: show a tqdm progress bar over batches.
       jit: ``jax.jit`` each attack+evaluation (set ``False`` for attacks that run host code).
       desc: progress-bar label.
+      distortion_threshold: ``{attack: (norm, tau)}`` for unbounded / minimum-norm attacks
+        (Carlini–Wagner, FAB without ε, ...): an output counts as adversarial only if it is
+        misclassified within ``‖δ‖_norm <= tau`` (``norm`` ``"linf"`` or ``"l2"``). Without a
+        threshold such an attack's column is its success rate at any distortion, and points it
+        failed on count as robust — the table then says so (see below).
+      masking_checks: run the cheap gradient-masking checks and record every warning in
+        :attr:`RobustnessReport.notes` (printed under the table): the checks of
+        :func:`robustjax.evaluation.gradient_masking_checks` on the report; outputs of
+        ``logits_fn`` that look like probabilities (non-negative rows summing to 1 — attacks
+        then see vanishing gradients: pass logits); correctly classified examples whose
+        cross-entropy input gradient is exactly zero (first batch). Always recorded, whatever
+        this flag: attacks that returned correctly classified points unchanged (a failed
+        attack, not robustness) and thresholded attacks.
+      rescore_keys: ``0`` for a deterministic ``logits_fn``. ``R > 0`` for a randomized
+        defense: ``logits_fn`` is then ``(key, x) -> logits`` and every prediction (clean and
+        on each attack's output) is re-scored under ``R`` fresh keys, never the keys the
+        attacks saw (``fold_in(fold_in(key, crc32("rescore")), batch)`` folded with the
+        column and draw); per example, correct means correct under every draw (worst case)
+        and :attr:`RobustnessReport.rescored_accuracy` gives mean and worst over draws. The
+        attacks are bound by the caller (e.g. to ``eot(logits_fn, ...)``).
 
     Returns:
       A :class:`RobustnessReport` with per-example predictions and distortions.
@@ -370,9 +487,98 @@ def robustness_report(
     images, labels = _check_dataset(images, labels)
     V.check_positive_int(batch_size, "batch_size")
     V.check_key(key, "key")
+    V.check_nonnegative_int(rescore_keys, "rescore_keys")
+    thresholds = _check_thresholds(distortion_threshold, attacks)
+    rescore_base = jax.random.fold_in(key, zlib.crc32(b"rescore") & 0x7FFFFFFF)
     return _evaluate(logits_fn, images, labels, attacks,
                      key_fn=lambda name, b: attack_key(key, name, b), batch_size=batch_size,
-                     progress=progress, jit=jit, desc=desc)
+                     progress=progress, jit=jit, desc=desc, thresholds=thresholds,
+                     masking_checks=masking_checks, rescore_keys=rescore_keys,
+                     rescore_key_fn=lambda name, b: attack_key(rescore_base, name, b))
+
+
+def _check_thresholds(thresholds, attacks) -> dict[str, tuple[str, float]]:
+    if thresholds is None:
+        return {}
+    if not isinstance(thresholds, Mapping):
+        raise ValueError("`distortion_threshold` must map attack name -> (norm, tau), got "
+                         f"{type(thresholds).__name__}.")
+    out = {}
+    for name, v in thresholds.items():
+        if isinstance(attacks, Mapping) and name not in attacks:
+            raise ValueError(f"`distortion_threshold` names unknown attack {name!r}.")
+        if not (isinstance(v, (tuple, list)) and len(v) == 2):
+            raise ValueError(f"`distortion_threshold[{name!r}]` must be (norm, tau), got {v!r}.")
+        V.check_choice(v[0], f"distortion_threshold[{name!r}] norm", ("linf", "l2"))
+        V.check_nonnegative(v[1], f"distortion_threshold[{name!r}] tau")
+        out[name] = (str(v[0]), float(v[1]))
+    return out
+
+
+def _looks_like_probabilities(out: np.ndarray) -> bool:
+    out = np.asarray(out, np.float64)
+    return bool(out.size and np.all(out >= 0.0)
+                and np.allclose(out.sum(axis=-1), 1.0, rtol=0.0, atol=1e-4))
+
+
+def _zero_grad_fraction(logits_fn, x, y) -> float:
+    """Fraction of correctly classified rows of ``x`` with an exactly zero CE input gradient."""
+    # pylint: disable-next=g-import-not-at-top
+    from robustjax import losses
+
+    def total(v):
+        return jnp.sum(losses.cross_entropy(logits_fn(v), y))
+
+    g = np.asarray(jax.jit(jax.grad(total))(jnp.asarray(x)))
+    ok = np.asarray(jnp.argmax(logits_fn(jnp.asarray(x)), axis=-1)) == y
+    zero = np.all(g.reshape(g.shape[0], -1) == 0.0, axis=-1)
+    return float(np.sum(zero & ok) / max(1, np.sum(ok)))
+
+
+def _notes(report: RobustnessReport, *, masking_checks: bool, probabilities: bool,
+           zero_grad: float | None, rescore_keys: int) -> tuple[str, ...]:
+    notes = []
+    if probabilities:
+        notes.append(
+            "WARNING logits_fn returns non-negative rows summing to 1: it looks like "
+            "probabilities, not logits. Softmax outputs saturate and give attacks vanishing "
+            "gradients (robust accuracy overstated); pass the logits.")
+    if zero_grad:
+        notes.append(
+            f"WARNING {100 * zero_grad:.1f}% of the correctly classified examples of the first "
+            "batch have an exactly zero input gradient of the cross-entropy (saturated outputs, "
+            "gradient masking or a non-differentiable model): gradient attacks cannot move them.")
+    clean = report.clean_correct
+    for name in report.attack_names:
+        unchanged = clean & report.adv_correct[name] & (np.asarray(report.linf[name]) == 0.0)
+        k = int(np.sum(unchanged))
+        if k:
+            notes.append(
+                f"WARNING {name}: returned {k} of {int(clean.sum())} correctly classified points "
+                "unchanged (x_adv == x): the attack failed there (or saw zero gradients); they "
+                "count as robust.")
+        if name in report.thresholds:
+            norm, tau = report.thresholds[name]
+            dist = np.asarray(report.linf[name] if norm == "linf" else report.l2[name])
+            beyond = int(np.sum(clean & (report.adv_predictions[name] != report.labels)
+                                & (dist > tau)))
+            notes.append(
+                f"{name}: unbounded attack scored at ||delta||_{norm[1:]} <= {tau:g}; {beyond} "
+                "adversarial examples beyond the threshold count as robust.")
+    if rescore_keys:
+        r = report.rescored_accuracy
+        means = ", ".join(f"{k} {100 * v['mean']:.2f}" for k, v in r.items())
+        notes.append(
+            f"randomized model re-scored with {rescore_keys} fresh keys (not the attacks'): "
+            f"cells are the worst case over draws; mean over draws: {means}.")
+    if masking_checks:
+        # pylint: disable-next=g-import-not-at-top
+        from robustjax.evaluation._masking import gradient_masking_checks
+
+        for flag in gradient_masking_checks(report):
+            if not flag.passed:
+                notes.append(f"WARNING gradient masking check {flag.name}: {flag.detail}")
+    return tuple(notes)
 
 
 def _evaluate(
@@ -386,6 +592,10 @@ def _evaluate(
     progress: bool,
     jit: bool,
     desc: str,
+    thresholds: Mapping[str, tuple[str, float]] | None = None,
+    masking_checks: bool = False,
+    rescore_keys: int = 0,
+    rescore_key_fn: Callable[[str, int], PRNGKey] | None = None,
 ) -> RobustnessReport:
     """The driver of :func:`robustness_report`; ``key_fn(name, batch_index)`` gives the keys."""
     if not isinstance(attacks, Mapping):
@@ -398,23 +608,38 @@ def _evaluate(
     n = images.shape[0]
     bs = min(batch_size, n)
 
-    def clean_eval(x):
-        return jnp.argmax(logits_fn(x), axis=-1).astype(jnp.int32)
+    rs = int(rescore_keys)
+
+    def predict(rk, x):
+        """Predictions ``[N]`` (deterministic) or ``[R, N]`` under ``R`` fresh draws."""
+        if not rs:
+            return jnp.argmax(logits_fn(x), axis=-1).astype(jnp.int32)
+        keys = jax.vmap(lambda d: jax.random.fold_in(rk, d))(jnp.arange(rs))
+        return jax.vmap(lambda k: jnp.argmax(logits_fn(k, x), axis=-1).astype(jnp.int32))(keys)
+
+    def clean_eval(rk, x):
+        return predict(rk, x)
 
     def make_eval(attack):
-        def f(k, x, y):
+        def f(k, rk, x, y):
             x_adv = jax.lax.stop_gradient(attack(k, x, y))
             if x_adv.shape != x.shape:
                 raise ValueError(
                     f"an attack returned shape {x_adv.shape} for input shape {x.shape}.")
-            pred = jnp.argmax(logits_fn(x_adv), axis=-1).astype(jnp.int32)
             d = x_adv - x
-            return pred, per_example_norm(d, norm="linf"), per_example_norm(d, norm="l2")
+            return (predict(rk, x_adv), per_example_norm(d, norm="linf"),
+                    per_example_norm(d, norm="l2"))
         return f
 
     wrap = jax.jit if jit else (lambda f: f)
     clean_fn = wrap(clean_eval)
     attack_fns = {name: wrap(make_eval(a)) for name, a in attacks.items()}
+    if rescore_key_fn is None:
+        rescore_key_fn = key_fn
+    draws = None if not rs else {
+        name: np.zeros((rs, n), bool) for name in ("clean", *attacks)}
+    probabilities = False
+    zero_grad = None
 
     clean_pred = np.zeros((n,), np.int32)
     adv_pred = {name: np.zeros((n,), np.int32) for name in attacks}
@@ -431,10 +656,23 @@ def _evaluate(
             m = stop - start
             xb = jnp.asarray(_pad(images[start:stop], bs))
             yb = jnp.asarray(_pad(labels[start:stop], bs))
-            clean_pred[start:stop] = np.asarray(clean_fn(xb))[:m]
+            cp = np.asarray(clean_fn(rescore_key_fn("clean", b), xb))
+            if rs:
+                draws["clean"][:, start:stop] = cp[:, :m] == labels[None, start:stop]
+                cp = cp[0]
+            clean_pred[start:stop] = cp[:m]
+            if b == 0 and masking_checks:
+                out0 = (logits_fn(rescore_key_fn("probe", 0), xb) if rs else logits_fn(xb))
+                probabilities = _looks_like_probabilities(np.asarray(out0)[:m])
+                if not rs:
+                    zero_grad = _zero_grad_fraction(logits_fn, xb[:m], labels[start:stop])
             for name, fn in attack_fns.items():
-                p, di, d2 = fn(key_fn(name, b), xb, yb)
-                adv_pred[name][start:stop] = np.asarray(p)[:m]
+                p, di, d2 = fn(key_fn(name, b), rescore_key_fn(name, b), xb, yb)
+                p = np.asarray(p)
+                if rs:
+                    draws[name][:, start:stop] = p[:, :m] == labels[None, start:stop]
+                    p = p[0]
+                adv_pred[name][start:stop] = p[:m]
                 linf[name][start:stop] = np.asarray(di)[:m]
                 l2[name][start:stop] = np.asarray(d2)[:m]
             if bar is not None:
@@ -444,20 +682,25 @@ def _evaluate(
                     ok = clean_pred[:done] == labels[:done]
                     for name in attacks:
                         ok &= adv_pred[name][:done] == labels[:done]
-                    post["min"] = f"{np.mean(ok):.3f}"
+                    post["worst"] = f"{np.mean(ok):.3f}"
                 bar.set_postfix(post, refresh=False)
                 bar.update(1)
     finally:
         if bar is not None:
             bar.close()
 
-    return RobustnessReport(
+    report = RobustnessReport(
         labels=labels,
         clean_predictions=clean_pred,
         adv_predictions=adv_pred,
         linf=linf,
         l2=l2,
+        thresholds=dict(thresholds or {}),
+        draw_correct=draws,
     )
+    notes = _notes(report, masking_checks=masking_checks, probabilities=probabilities,
+                   zero_grad=zero_grad, rescore_keys=rs)
+    return dataclasses.replace(report, notes=notes)
 
 
 def _fmt(v: float, percent: bool, digits: int) -> str:
@@ -474,14 +717,20 @@ def format_table(
     digits: int = 2,
     natural: str = "Natural",
     min_name: str = "Min",
+    worst_name: str = "Worst case",
     corner: str = "Defense",
+    notes: bool = True,
 ) -> str:
     """Markdown table in the format of L2L-DA Table A: rows = models, columns = attacks.
 
     Columns are ``Natural`` (clean accuracy), one column per attack (robust accuracy, see
-    :class:`RobustnessReport`), and ``Min``: the per-example minimum over the **shown** attack
-    columns that the row's report has (so with every attack shown it is the Min of Table A).
-    A report lacking a column shows ``-`` there.
+    :class:`RobustnessReport`), ``Min`` — the minimum over the **shown** attack columns' values
+    that the row's report has, the L2L-DA paper's Min (Table A: each row's Min equals one of its
+    columns) — and ``Worst case``: the fraction of examples correct clean and surviving every
+    shown attack (per example; never above Min). A report lacking a column shows ``-`` there.
+    With ``notes`` every report's warnings (:attr:`RobustnessReport.notes`: masking checks,
+    probability outputs, attacks that left points unchanged, thresholds, re-scoring) follow the
+    table, one line each, prefixed with the row name.
 
     Args:
       reports: ``{row name: report}``, e.g. ``{"Plain": r0, "PGD10": r1, "L2L-DA": r2}``.
@@ -489,7 +738,8 @@ def format_table(
         first appearance.
       percent: print accuracies in percent (``68.27``) rather than fractions.
       digits: decimals.
-      natural, min_name, corner: header labels.
+      natural, min_name, worst_name, corner: header labels.
+      notes: append the reports' notes under the table.
 
     Returns:
       The Markdown table as a string (no trailing newline).
@@ -502,7 +752,7 @@ def format_table(
             cols.extend(a for a in r.attack_names if a not in cols)
     else:
         cols = list(columns)
-    header = [corner, natural, *cols, min_name]
+    header = [corner, natural, *cols, min_name, worst_name]
     rule = "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"
     lines = ["| " + " | ".join(header) + " |", rule]
     for row, r in reports.items():
@@ -511,5 +761,10 @@ def format_table(
         cells = [str(row), _fmt(r.clean_accuracy, percent, digits)]
         cells += [_fmt(acc[c], percent, digits) if c in acc else "-" for c in cols]
         cells.append(_fmt(r.min_accuracy(shown), percent, digits))
+        cells.append(_fmt(r.worst_case_accuracy(shown), percent, digits))
         lines.append("| " + " | ".join(cells) + " |")
+    if notes:
+        extra = [f"- {row}: {note}" for row, r in reports.items() for note in r.notes]
+        if extra:
+            lines += [""] + extra
     return "\n".join(lines)
