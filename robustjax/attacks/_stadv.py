@@ -5,10 +5,12 @@ The attacker optimises a per-pixel flow ``f [N, H, W, 2]`` and returns ``warp(x,
 .. math:: f^* = \arg\min_f \; \mathcal L_{adv}(x, f) + \tau\, \mathcal L_{flow}(f)
 
 with the Carlini-Wagner margin loss :math:`\mathcal L_{adv}` (:func:`robustjax.losses.cw_loss`,
-confidence :math:`\kappa`, untargeted or targeted) of the warped image and the per-pixel flow
-total variation :math:`\mathcal L_{flow}` (:func:`robustjax.spatial.flow_loss`,
-``form="stadv"``, by default with a small Huber-like smoothing of each per-pixel square root,
-``smoothing=0.1`` pixel; ``smoothing=0`` gives the exact loss).
+confidence :math:`\kappa`, untargeted or targeted) of the warped image and Xiao et al.'s flow
+loss (their Eqn 4: one square root per neighbour pair, :func:`robustjax.spatial.flow_loss`,
+``form="stadv"``), by default with a small Huber-like smoothing of each square root
+(``smoothing=0.1`` pixel; ``smoothing=0`` gives the exact loss). ``tau`` is therefore in Xiao's
+units (``tau = 0.05`` is their setting); ``flow_form="stadv_pixel"`` selects the per-pixel root
+used here before issue 16 (about 0.55x the per-pair value, so the same ``tau`` is weaker).
 
 Optimisers. ``"lbfgs"`` (the paper's choice) runs :func:`optax.lbfgs` with a line search,
 **one independent L-BFGS per example** (``jax.vmap`` over the batch): a single L-BFGS on the
@@ -46,7 +48,7 @@ LINESEARCHES = ("backtracking", "zoom")
 
 
 def _check(logits_fn, key, x, y, tau, steps, optimizer, kappa, learning_rate, init_std,
-           memory_size, linesearch, smoothing) -> None:
+           memory_size, linesearch, smoothing, flow_form="stadv") -> None:
     if not callable(logits_fn):
         raise ValueError("`logits_fn` must be callable.")
     V.check_key(key, "key")
@@ -61,16 +63,18 @@ def _check(logits_fn, key, x, y, tau, steps, optimizer, kappa, learning_rate, in
     V.check_positive_int(memory_size, "memory_size")
     V.check_choice(linesearch, "linesearch", LINESEARCHES)
     V.check_nonnegative(smoothing, "smoothing")
+    V.check_choice(flow_form, "flow_form", ("stadv", "stadv_pixel"))
 
 
 def _objective(logits_fn: LogitsFn, x: Array, y: Array, tau: Array, kappa: float,
-               targeted: bool, smoothing: float = 0.0) -> Callable[[Array], Array]:
+               targeted: bool, smoothing: float = 0.0,
+               flow_form: str = "stadv") -> Callable[[Array], Array]:
     """Per-example objective ``flow [N, H, W, 2] -> [N]``."""
 
     def obj(flow):
         logits = logits_fn(warp(x, flow))
         return (cw_loss(logits, y, kappa=kappa, targeted=targeted)
-                + tau * flow_loss(flow, form="stadv", smoothing=smoothing))
+                + tau * flow_loss(flow, form=flow_form, smoothing=smoothing))
 
     return obj
 
@@ -94,18 +98,19 @@ def _run_lbfgs(obj_one, f0: Array, steps: int, memory_size: int, linesearch: str
 
 
 def _stadv_impl(logits_fn, key, x, y, tau, *, steps, optimizer, kappa, targeted, learning_rate,
-                init_std, memory_size, linesearch, smoothing) -> Array:
+                init_std, memory_size, linesearch, smoothing, flow_form="stadv") -> Array:
     n, h, w, _ = x.shape
     f0 = init_std * jax.random.normal(key, (n, h, w, 2), x.dtype)
     if optimizer == "lbfgs":
 
         def one(xi, yi, fi):
-            obj = _objective(logits_fn, xi[None], yi[None], tau, kappa, targeted, smoothing)
+            obj = _objective(logits_fn, xi[None], yi[None], tau, kappa, targeted, smoothing,
+                             flow_form)
             return _run_lbfgs(lambda ff: obj(ff[None])[0], fi, steps, memory_size, linesearch)
 
         flow = jax.vmap(one)(x, y, f0)
     else:
-        obj = _objective(logits_fn, x, y, tau, kappa, targeted, smoothing)
+        obj = _objective(logits_fn, x, y, tau, kappa, targeted, smoothing, flow_form)
         total = lambda ff: jnp.sum(obj(ff))  # noqa: E731  examples stay independent
         opt = optax.adam(learning_rate)
 
@@ -135,6 +140,7 @@ def stadv_flow(
     memory_size: int = 10,
     linesearch: str = "backtracking",
     smoothing: float = 0.1,
+    flow_form: str = "stadv",
 ) -> tuple[Array, Array]:
     r"""stAdv returning both the adversarial images and the flow.
 
@@ -154,6 +160,8 @@ def stadv_flow(
         :math:`\mathcal L_{flow}` (:func:`robustjax.spatial.flow_loss`); ``0`` is the exact
         stAdv loss. Without it every pixel's root is a cone at zero variation and L-BFGS
         stalls from a zero flow (observed on MNIST: no progress in 15 iterations).
+      flow_form: ``"stadv"`` (Xiao et al. Eqn 4, one root per neighbour pair) or
+        ``"stadv_pixel"`` (one root per pixel); see :func:`robustjax.spatial.flow_loss`.
 
     Returns:
       ``(x_adv [N, H, W, C], flow [N, H, W, 2])``, both under ``stop_gradient``. The warped
@@ -167,13 +175,13 @@ def stadv_flow(
       Xiao et al., *Spatially Transformed Adversarial Examples*, ICLR 2018, Eqns 1-4.
     """
     _check(logits_fn, key, x, y, tau, steps, optimizer, kappa, learning_rate, init_std,
-           memory_size, linesearch, smoothing)
+           memory_size, linesearch, smoothing, flow_form)
     x = jnp.asarray(x)
     flow = _stadv_impl(logits_fn, key, x, jnp.asarray(y), jnp.asarray(tau, x.dtype),
                        steps=steps, optimizer=optimizer, kappa=kappa, targeted=targeted,
                        learning_rate=learning_rate, init_std=init_std,
                        memory_size=memory_size, linesearch=linesearch,
-                       smoothing=smoothing)
+                       smoothing=smoothing, flow_form=flow_form)
     return jax.lax.stop_gradient(warp(x, flow)), flow
 
 
@@ -193,6 +201,7 @@ def stadv(
     memory_size: int = 10,
     linesearch: str = "backtracking",
     smoothing: float = 0.1,
+    flow_form: str = "stadv",
 ) -> Array:
     r"""stAdv flow attack (Xiao et al. 2018): ``x_adv = warp(x, f*)`` with
     :math:`f^* = \arg\min_f \mathcal L_{adv} + \tau\mathcal L_{flow}`.
@@ -202,7 +211,7 @@ def stadv(
     return stadv_flow(logits_fn, key, x, y, tau=tau, steps=steps, optimizer=optimizer,
                       kappa=kappa, targeted=targeted, learning_rate=learning_rate,
                       init_std=init_std, memory_size=memory_size,
-                      linesearch=linesearch, smoothing=smoothing)[0]
+                      linesearch=linesearch, smoothing=smoothing, flow_form=flow_form)[0]
 
 
 class StadvSweep(NamedTuple):
@@ -210,7 +219,7 @@ class StadvSweep(NamedTuple):
 
     Attributes:
       taus: ``[T]``; x_adv: ``[T, N, H, W, C]``; flow: ``[T, N, H, W, 2]``;
-      flow_loss: ``[T, N]`` per-pixel flow loss (``form="stadv"``);
+      flow_loss: ``[T, N]`` Xiao's flow loss (``form="stadv"``, per neighbour pair, unsmoothed);
       success: ``bool [T, N]`` (untargeted: prediction != y; targeted: prediction == y).
     """
 
@@ -237,6 +246,7 @@ def stadv_tau_sweep(
     memory_size: int = 10,
     linesearch: str = "backtracking",
     smoothing: float = 0.1,
+    flow_form: str = "stadv",
 ) -> StadvSweep:
     r"""Run stAdv for several :math:`\tau` (the x-axis of Fig. 6 of the spatial-robustness
     paper). ``tau`` is traced inside, so the attack compiles once for the whole sweep; the
@@ -250,7 +260,7 @@ def stadv_tau_sweep(
     for t in taus:
         V.check_nonnegative(t, "taus")
     _check(logits_fn, key, x, y, 0.0, steps, optimizer, kappa, learning_rate, init_std,
-           memory_size, linesearch, smoothing)
+           memory_size, linesearch, smoothing, flow_form)
     x = jnp.asarray(x)
     y = jnp.asarray(y)
     tarr = jnp.asarray(taus, x.dtype)
@@ -259,7 +269,7 @@ def stadv_tau_sweep(
         f = _stadv_impl(logits_fn, key, x, y, t, steps=steps, optimizer=optimizer,
                         kappa=kappa, targeted=targeted, learning_rate=learning_rate,
                         init_std=init_std, memory_size=memory_size, linesearch=linesearch,
-                        smoothing=smoothing)
+                        smoothing=smoothing, flow_form=flow_form)
         xa = warp(x, f)
         pred = jnp.argmax(logits_fn(xa), axis=-1)
         ok = (pred == y) if targeted else (pred != y)

@@ -43,7 +43,7 @@ __all__ = [
     "aabb_radii",
 ]
 
-FLOW_LOSS_FORMS = ("paper", "stadv")
+FLOW_LOSS_FORMS = ("paper", "stadv", "stadv_pixel")
 
 
 def _safe_sqrt(s: Array) -> Array:
@@ -74,31 +74,46 @@ def _neighbour_sq_diffs(flow: Array) -> Array:
     return total
 
 
+def _neighbour_edge_sq(flow: Array) -> tuple[Array, Array]:
+    """Squared flow differences over the horizontal and vertical grid edges (both channels
+    summed): ``([N, H, W-1], [N, H-1, W])``. Each undirected edge once."""
+    dh = flow[:, :, 1:, :] - flow[:, :, :-1, :]
+    dv = flow[:, 1:, :, :] - flow[:, :-1, :, :]
+    return jnp.sum(dh * dh, axis=-1), jnp.sum(dv * dv, axis=-1)
+
+
 def flow_loss(flow: ArrayLike, *, form: str = "paper", smoothing: float = 0.0) -> Array:
     r"""Smoothness (total variation) of a flow field, per example.
 
-    ``form="paper"`` (Eqn 2, one square root over the whole field):
+    ``form="paper"`` (Eqn 2 of the spatial-robustness paper, one square root over the field):
 
     .. math:: \ell_{diff}(r) = \sqrt{\textstyle\sum_i \sum_{j \in \mathcal N(i)}
         (\Delta u_i - \Delta u_j)^2 + (\Delta v_i - \Delta v_j)^2}
 
-    ``form="stadv"`` (Xiao et al. 2018, per-pixel form used by the stAdv attack):
+    ``form="stadv"`` (Xiao et al. 2018, Eqn 4: one square root **per neighbour pair**):
 
-    .. math:: \mathcal L_{flow}(r) = \sum_i \sqrt{\textstyle\sum_{j \in \mathcal N(i)}
+    .. math:: \mathcal L_{flow}(r) = \sum_i \sum_{j \in \mathcal N(i)}
+        \sqrt{(\Delta u_i - \Delta u_j)^2 + (\Delta v_i - \Delta v_j)^2}
+
+    ``form="stadv_pixel"`` (one square root **per pixel**, the form this library called
+    "stadv" until issue 16; about 0.55x Xiao's value on MNIST flows, so its ``tau`` is not Xiao's):
+
+    .. math:: \sum_i \sqrt{\textstyle\sum_{j \in \mathcal N(i)}
         (\Delta u_i - \Delta u_j)^2 + (\Delta v_i - \Delta v_j)^2}
 
-    Both use the 4-neighbourhood with replicate padding (each undirected edge is counted from
-    both ends, as Eqn 2 is written). Public stAdv implementations differ (e.g. the four diagonal
-    neighbours with symmetric padding); we keep the paper's neighbourhood so the two forms differ
-    only in where the square root sits. With ``smoothing = 0`` the square root has a zero
-    sub-gradient at 0 (no :math:`\sqrt{\cdot + \epsilon}` offset), so a zero flow has loss
-    exactly 0. With ``smoothing = δ > 0`` each square root becomes the smooth (Huber-like)
-    :math:`\sqrt{s + \delta^2} - \delta \le \sqrt{s}`, still 0 at a zero flow; this removes the
-    cone-shaped kinks that stall quasi-Newton methods (see :func:`robustjax.attacks.stadv`).
+    All use the 4-neighbourhood with replicate padding (a missing neighbour is the pixel itself
+    and adds nothing); each undirected edge is counted from both of its ends, as the sums are
+    written. Public stAdv implementations differ in the neighbourhood (e.g. diagonal neighbours
+    with symmetric padding); we keep the paper's 4-neighbourhood for every form. With
+    ``smoothing = 0`` a square root has a zero sub-gradient at 0 (no :math:`\sqrt{\cdot +
+    \epsilon}` offset), so a zero flow has loss exactly 0. With ``smoothing = δ > 0`` each
+    square root becomes the smooth (Huber-like) :math:`\sqrt{s + \delta^2} - \delta \le
+    \sqrt{s}`, still 0 at a zero flow; this removes the cone-shaped kinks that stall
+    quasi-Newton methods (see :func:`robustjax.attacks.stadv`).
 
     Args:
       flow: ``[N, H, W, 2]`` (``[..., 0]`` horizontal, ``[..., 1]`` vertical), pixels.
-      form: ``"paper"`` or ``"stadv"``.
+      form: ``"paper"``, ``"stadv"`` or ``"stadv_pixel"``.
       smoothing: ``δ >= 0`` (pixels), see above.
 
     Returns:
@@ -112,11 +127,15 @@ def flow_loss(flow: ArrayLike, *, form: str = "paper", smoothing: float = 0.0) -
     flow = jnp.asarray(flow)
     if flow.shape[-1] != 2:
         raise ValueError(f"`flow` must have shape [N, H, W, 2], got {flow.shape}.")
-    sq = _neighbour_sq_diffs(flow)
     if smoothing > 0:
         root = lambda s: jnp.sqrt(s + smoothing**2) - smoothing  # noqa: E731
     else:
         root = _safe_sqrt
+    if form == "stadv":
+        eh, ev = _neighbour_edge_sq(flow)
+        # every undirected edge appears in the sum of both of its end pixels
+        return 2.0 * (jnp.sum(root(eh), axis=(1, 2)) + jnp.sum(root(ev), axis=(1, 2)))
+    sq = _neighbour_sq_diffs(flow)
     if form == "paper":
         return root(jnp.sum(sq, axis=(1, 2)))
     return jnp.sum(root(sq), axis=(1, 2))

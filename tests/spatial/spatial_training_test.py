@@ -96,28 +96,78 @@ def test_sdp_regularizer_gradient_finite_and_descent_lowers_bound():
     model = models.MLP(hidden=4)
     closed = sp.init_sdp_dual(dict(_state(model).params), LAM, steps=0)
     params = sp.init_sdp_dual(dict(_state(model).params), LAM)  # refined dual: tighter bound
-    labels0 = jnp.arange(10, dtype=jnp.int32)
-    assert float(jnp.mean(sp.sdp_regularizer(params, labels0, LAM, eps=0.1))) <= float(
-        jnp.mean(sp.sdp_regularizer(closed, labels0, LAM, eps=0.1))) + 1e-6
     labels = jnp.arange(10, dtype=jnp.int32)
+    assert float(jnp.mean(sp.sdp_regularizer(params, labels, LAM, eps=0.1))) <= float(
+        jnp.mean(sp.sdp_regularizer(closed, labels, LAM, eps=0.1))) + 1e-6
     reg = jax.jit(lambda p: jnp.mean(sp.sdp_regularizer(p, labels, LAM, eps=0.1)))
     g = jax.grad(reg)(params)
     leaves = jax.tree_util.tree_leaves(g)
     assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in leaves)
     assert float(jnp.abs(g["Dense_0"]["kernel"]).sum()) > 0
-    # Finite-difference check of the directional derivative in W.
-    d = jax.random.normal(jax.random.key(3), params["Dense_0"]["kernel"].shape)
-    h = 1e-3
-    pp = {**params, "Dense_0": {**params["Dense_0"], "kernel": params["Dense_0"]["kernel"] + h * d}}
-    pm = {**params, "Dense_0": {**params["Dense_0"], "kernel": params["Dense_0"]["kernel"] - h * d}}
-    fd = (reg(pp) - reg(pm)) / (2 * h)
-    np.testing.assert_allclose(float(jnp.vdot(g["Dense_0"]["kernel"], d)), float(fd), rtol=0.05,
-                               atol=1e-3)
     before = float(reg(params))
     p = params
     for _ in range(5):
         p = jax.tree_util.tree_map(lambda a, b: a - 0.3 * b, p, jax.grad(reg)(p))
     assert float(reg(p)) < 0.95 * before
+
+
+def test_sdp_regularizer_gradient_matches_finite_difference_at_a_smooth_point():
+    """Finite differences need a point where the regulariser is differentiable: every
+    lambda_max(P - diag(c)) simple and positive (no kink of max(., 0), no eigenvalue crossing),
+    every c_i away from 0, and for every label a unique maximising class pair. At optimised
+    multipliers the top eigenvalues cluster (that is what the dual optimum looks like), so we
+    use half the closed-form multipliers and *check* the conditions. The tolerance is derived:
+    float32 rounding of the difference quotient plus the truncation error estimated by
+    Richardson (difference between step h and 2h)."""
+    model = models.MLP(hidden=4)
+    params = sp.init_sdp_dual(dict(_state(model).params), LAM, steps=0)
+    params = {**params, sp.DUAL_KEY: 0.5 * params[sp.DUAL_KEY]}
+    labels = jnp.arange(10, dtype=jnp.int32)
+    w, _, v = sp.mlp_weights(params)
+    ii, jj = sp.pair_indices(10)
+    pm = np.asarray(jax.vmap(lambda u: certify.sdp_matrix(w, u, LAM))(v[ii] - v[jj]), np.float64)
+    c = np.asarray(params[sp.DUAL_KEY], np.float64)
+    eig = np.linalg.eigvalsh(pm - c[:, None, :] * np.eye(pm.shape[-1]))
+    gap = eig[:, -1] - eig[:, -2]
+    assert np.all(eig[:, -1] > 0) and np.all(np.abs(c) > 1e-3)
+    assert np.all(gap > 1e-2 * np.abs(eig[:, -1])), gap  # simple top eigenvalues
+    q = np.asarray(sp.pairwise_dual_bounds(w, v, LAM, params[sp.DUAL_KEY]), np.float64)
+    top2 = np.sort(np.where(np.eye(10, dtype=bool), -np.inf, q), axis=0)[-2:]
+    assert np.all(top2[1] - top2[0] > 1e-2 * top2[1])  # unique max over i != y per label
+
+    reg = jax.jit(lambda p: jnp.mean(sp.sdp_regularizer(p, labels, LAM, eps=0.1)))
+    g = jax.grad(reg)(params)
+    d = np.asarray(jax.random.normal(jax.random.key(3), params["Dense_0"]["kernel"].shape),
+                   np.float64)
+    w64, v64 = np.asarray(w, np.float64), np.asarray(v, np.float64)
+    lam64 = np.asarray(LAM, np.float64)
+
+    def reg_np(kernel):  # independent float64 reference of the regulariser
+        ww = kernel.T
+        vals = []
+        for y in range(10):
+            best = -np.inf
+            for k, (i, j) in enumerate(zip(ii, jj)):
+                if y in (i, j):
+                    a = np.diag(v64[i] - v64[j]) @ ww @ np.diag(lam64)
+                    pp = np.block([[np.zeros((4, 4)), a], [a.T, np.zeros((25, 25))]])
+                    best = max(best, _np_dual(pp, c[k]))
+            vals.append(0.1 * best)
+        return np.mean(vals)
+
+    k0 = w64.T
+    np.testing.assert_allclose(reg_np(k0), float(reg(params)), rtol=1e-4)
+    # keep the perturbation of every P far below its eigengap: ||h dP|| <= h ||d|| ||dv|| max lam
+    scale = float(np.linalg.norm(d) * 2 * np.abs(v64).max() * lam64.max())
+    h = 1e-2 * float(gap.min()) / scale
+    fd1 = (reg_np(k0 + h * d) - reg_np(k0 - h * d)) / (2 * h)
+    fd2 = (reg_np(k0 + 2 * h * d) - reg_np(k0 - 2 * h * d)) / (4 * h)
+    truncation = abs(fd2 - fd1)  # Richardson: error(h) ~ (fd(2h) - fd(h)) / 3
+    rounding = 100 * np.finfo(np.float64).eps * abs(reg_np(k0)) / h
+    ad = float(jnp.vdot(g["Dense_0"]["kernel"], jnp.asarray(d, jnp.float32)))
+    assert abs(ad) > 100 * (rounding + truncation)  # the check is not vacuous
+    # float32 autodiff vs float64 reference: relative error of a few 1e-6 per eigensolve
+    assert abs(ad - fd1) <= rounding + truncation + 1e-4 * abs(ad), (ad, fd1, fd2)
 
 
 def _embedded(n, size=S):
@@ -129,31 +179,37 @@ def _embedded(n, size=S):
 
 
 def test_sdp_training_lowers_certified_bound_vs_nominal():
-    ds = _embedded(400)
-    model = models.MLP(hidden=6)
+    """f_sdp against f_nt (hinge) on 7x7 digits, 80 steps: the regulariser must cut the
+    certified bound several-fold while the model still learns (accuracy far above chance).
+    Measured: bound 2.1 vs 19.4, accuracy 0.44 vs 0.48 (chance 0.10)."""
+    size = 7
+    lam = spatial.aabb_radii(size, size)
+    ds = _embedded(400, size)
+    model = models.MLP(hidden=16)
     objs = {"nt": training.standard_objective(loss="hinge"),
-            "sdp": sp.sdp_dual_objective(LAM, eps=0.1, weight=1.0)}
+            "sdp": sp.sdp_dual_objective(lam, eps=0.05, weight=0.3)}
     bounds, accs = {}, {}
     for name, obj in objs.items():
-        state = _state(model, key=0)
+        state = _state(model, key=0, shape=(1, size, size, 1))
         if name == "sdp":
-            p = sp.init_sdp_dual(dict(state.params), LAM)
+            p = sp.init_sdp_dual(dict(state.params), lam)
             state = state.replace(params=p, opt_state=state.tx.init(p))
         step = jax.jit(training.make_train_step(obj))
         key = jax.random.key(1)
-        for t in range(40):
+        for t in range(80):
             sl = slice((t * 50) % 400, (t * 50) % 400 + 50)
             state, _ = step(state, {"image": ds.images[sl], "label": ds.labels[sl]}, key)
         params = {k: v for k, v in state.params.items() if k != sp.DUAL_KEY}
         w, _, v = sp.mlp_weights(params)
         ii, jj = sp.pair_indices(10)
-        pm = jax.vmap(lambda u: certify.sdp_matrix(w, u, LAM))(v[ii] - v[jj])
+        pm = jax.vmap(lambda u: certify.sdp_matrix(w, u, lam))(v[ii] - v[jj])
         _, q = jax.jit(jax.vmap(functools.partial(certify.optimize_dual, steps=30)))(pm)
         bounds[name] = float(jnp.mean(q))
         logits = model.apply({"params": params}, ds.images)
         accs[name] = float(jnp.mean(jnp.argmax(logits, -1) == ds.labels))
-    assert bounds["sdp"] < 0.7 * bounds["nt"], bounds
-    assert accs["sdp"] > 0.12, accs  # above chance (0.1) after 40 steps on 5x5 digits
+    assert bounds["sdp"] < 0.3 * bounds["nt"], bounds
+    assert accs["nt"] > 0.3, accs
+    assert accs["sdp"] > 0.3 and accs["sdp"] > 0.7 * accs["nt"], accs
 
 
 def test_spatial_adversarial_objective_matches_manual_stadv():

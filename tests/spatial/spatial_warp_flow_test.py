@@ -112,8 +112,9 @@ def test_warp_validation():
         S.warp(jnp.zeros((4, 4, 1)), jnp.zeros((2, 4, 4, 2)))
 
 
-def _tv_reference(flow, form):
-    """Loop reference: 4-neighbourhood, replicate padding."""
+def _tv_reference(flow, form, smoothing=0.0):
+    """Loop reference: 4-neighbourhood, replicate padding, one term per (pixel, neighbour)."""
+    root = (lambda s: np.sqrt(s + smoothing**2) - smoothing) if smoothing else np.sqrt
     n, h, w, _ = flow.shape
     out = np.zeros(n)
     for b in range(n):
@@ -124,17 +125,26 @@ def _tv_reference(flow, form):
                 for di, dj in ((-1, 0), (1, 0), (0, -1), (0, 1)):
                     ii = min(max(i + di, 0), h - 1)
                     jj = min(max(j + dj, 0), w - 1)
-                    s += np.sum((flow[b, i, j] - flow[b, ii, jj]) ** 2)
-                tot += s if form == "paper" else np.sqrt(s)
-        out[b] = np.sqrt(tot) if form == "paper" else tot
+                    pair = np.sum((flow[b, i, j].astype(np.float64)
+                                   - flow[b, ii, jj].astype(np.float64)) ** 2)
+                    if form == "stadv":  # Xiao et al. Eqn 4: one root per neighbour pair
+                        tot += root(pair)
+                    s += pair
+                if form == "stadv_pixel":
+                    tot += root(s)
+                elif form == "paper":
+                    tot += s
+        out[b] = root(tot) if form == "paper" else tot
     return out
 
 
-@pytest.mark.parametrize("form", ["paper", "stadv"])
+@pytest.mark.parametrize("form", ["paper", "stadv", "stadv_pixel"])
 def test_flow_loss_matches_loop_reference(form):
     f = np.asarray(_rand(13, (2, 5, 4, 2), -1, 1))
     got = jax.jit(lambda ff: S.flow_loss(ff, form=form))(f)
     np.testing.assert_allclose(got, _tv_reference(f, form), rtol=1e-5)
+    got_s = S.flow_loss(f, form=form, smoothing=0.1)
+    np.testing.assert_allclose(got_s, _tv_reference(f, form, smoothing=0.1), rtol=1e-5)
     # zero and constant flows have zero loss and finite (zero) gradient
     const = jnp.ones((1, 5, 4, 2)) * jnp.array([0.3, -1.2])
     assert float(S.flow_loss(const, form=form)[0]) == 0.0
@@ -145,11 +155,28 @@ def test_flow_loss_matches_loop_reference(form):
     np.testing.assert_allclose(v, got, rtol=1e-6)
 
 
+def test_stadv_flow_loss_is_xiao_eqn4_on_known_fields():
+    # Column step of height 1 in u on a 3x3 field: 3 horizontal edges of length 1, each counted
+    # from both ends -> 6 for both the per-pair and the per-pixel form.
+    f = np.zeros((1, 3, 3, 2), np.float32)
+    f[0, :, 2, 0] = 1.0
+    np.testing.assert_allclose(S.flow_loss(f, form="stadv"), [6.0], rtol=1e-6)
+    np.testing.assert_allclose(S.flow_loss(f, form="stadv_pixel"), [6.0], rtol=1e-6)
+    # One displaced centre pixel: 4 edges of length 1. Per pair: 4 edges x 2 ends = 8;
+    # per pixel: centre sqrt(4) = 2 plus 4 neighbours x 1 = 6.
+    g = np.zeros((1, 3, 3, 2), np.float32)
+    g[0, 1, 1, 0] = 1.0
+    np.testing.assert_allclose(S.flow_loss(g, form="stadv"), [8.0], rtol=1e-6)
+    np.testing.assert_allclose(S.flow_loss(g, form="stadv_pixel"), [6.0], rtol=1e-6)
+
+
 def test_flow_loss_forms_ordering():
-    # sum of roots >= root of sum (stadv form >= paper form), equality for one active pixel
+    # sum of roots >= root of sum: per-pair (Xiao) >= per-pixel >= paper (one root)
     f = _rand(14, (3, 6, 6, 2), -1, 1)
-    assert np.all(np.asarray(S.flow_loss(f, form="stadv"))
-                  >= np.asarray(S.flow_loss(f, form="paper")) - 1e-5)
+    pair = np.asarray(S.flow_loss(f, form="stadv"))
+    pix = np.asarray(S.flow_loss(f, form="stadv_pixel"))
+    assert np.all(pair >= pix - 1e-5)
+    assert np.all(pix >= np.asarray(S.flow_loss(f, form="paper")) - 1e-5)
     with pytest.raises(ValueError, match="form"):
         S.flow_loss(f, form="l1")
 
