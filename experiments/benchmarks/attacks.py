@@ -222,11 +222,11 @@ def main():
         fns["multi_targeted"] = mt
     cw = jax.jit(lambda v, key, xx, yy: attacks.carlini_wagner_l2(
         lambda z: model.apply(v, z), key, xx, yy, steps=args.cw_steps,
-        binary_search_steps=args.cw_binary_steps))
+        binary_search_steps=args.cw_binary_steps, learning_rate=0.01, initial_const=1e-2))
     # Same algorithm as torchattacks.CW (fixed c = 1, no binary search), for the ratio.
     cw_fixed = jax.jit(lambda v, key, xx, yy: attacks.carlini_wagner_l2(
         lambda z: model.apply(v, z), key, xx, yy, steps=args.cw_steps,
-        binary_search_steps=1, initial_const=1.0))
+        binary_search_steps=1, initial_const=1.0, learning_rate=0.01))
     if "cw" in which:
         fns["cw"] = cw
         fns["cw_fixed_c"] = cw_fixed

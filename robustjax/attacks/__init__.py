@@ -15,7 +15,9 @@ from robustjax.attacks._apgd import apgd
 from robustjax.attacks._apgd import apgd_checkpoints
 from robustjax.attacks._apgd import apgd_targeted
 from robustjax.attacks._apgd import apgd_with_trace
+from robustjax.attacks._cw import CWResult
 from robustjax.attacks._cw import carlini_wagner_l2
+from robustjax.attacks._cw import carlini_wagner_l2_with_info
 from robustjax.attacks._fab import FABInfo
 from robustjax.attacks._fab import fab
 from robustjax.attacks._fab import fab_projection
@@ -94,7 +96,9 @@ __all__ = [
     "PGDState",
     "STEP_RULES",
     "bpda",
+    "CWResult",
     "carlini_wagner_l2",
+    "carlini_wagner_l2_with_info",
     "eot",
     "fgsm",
     "make_pgd",

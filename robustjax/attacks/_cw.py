@@ -13,9 +13,21 @@ from robustjax._src import validation as V
 from robustjax._src.types import Array, ArrayLike, LogitsFn, PRNGKey
 from robustjax.attacks import _base as B
 
-__all__ = ["carlini_wagner_l2"]
+__all__ = ["carlini_wagner_l2", "carlini_wagner_l2_with_info", "CWResult"]
 
 _BIG = 1e10
+
+
+class CWResult(NamedTuple):
+    """Result of :func:`carlini_wagner_l2_with_info` (a minimum-norm attack: success matters).
+
+    ``x_adv [N, ...]`` (``x`` where no success), ``success bool [N]`` (an adversarial example
+    was found, at any distortion), ``l2 [N]``: its ℓ2 distance to ``x`` (``inf`` where none).
+    """
+
+    x_adv: Array
+    success: Array
+    l2: Array
 
 
 class _SearchState(NamedTuple):
@@ -35,9 +47,9 @@ def carlini_wagner_l2(
     targeted: bool = False,
     kappa: float = 0.0,
     steps: int = 100,
-    learning_rate: float = 0.01,
+    learning_rate: float = 0.1,
     binary_search_steps: int = 5,
-    initial_const: float = 1e-2,
+    initial_const: float = 1.0,
     box: tuple[float, float] = (0.0, 1.0),
 ) -> Array:
     r"""Carlini–Wagner ℓ2 attack (minimum-distortion, unbounded).
@@ -56,7 +68,20 @@ def carlini_wagner_l2(
     (:math:`z_y - \max_{j\ne y} z_j < -\kappa`). Every iterate is checked and the successful
     point with the smallest ℓ2 distance over all iterates and constants is returned.
     **Examples never attacked successfully are returned unchanged** (``x_adv == x``), so
-    callers can detect failure as ``x_adv == x`` together with a correct prediction.
+    callers can detect failure as ``x_adv == x`` together with a correct prediction; use
+    :func:`carlini_wagner_l2_with_info` for the success mask, and score this unbounded attack
+    in :func:`robustjax.evaluation.robustness_report` with a ``distortion_threshold`` (the
+    report also notes every correctly classified point an attack returned unchanged).
+
+    **Pixels at the box edges.** Images often sit exactly at 0 or 1 (most MNIST pixels); their
+    tanh-space start is clipped to :math:`\pm(1 - 10^{-6})` before ``arctanh``
+    (:math:`w \approx \pm 7.25`), where :math:`dx/dw \approx 10^{-6}`. Adam moves ``w`` by
+    about ``learning_rate`` per step whatever the gradient's scale, so such a pixel can leave
+    the edge only after ``~6 / learning_rate`` steps: with the old defaults (lr 0.01, 100
+    steps) it never could, and half of the digits of an undefended CNN survived. The defaults
+    (lr 0.1, initial constant 1, 100 steps × 5 constants) break ≥ 99 % of the correctly
+    classified test digits of the quickstart's normally trained CNN (``tests/attacks``
+    pins ≥ 99 % on a trained MLP).
 
     Args:
       logits_fn: model, ``x [N, ...] -> logits [N, K]``.
@@ -66,10 +91,10 @@ def carlini_wagner_l2(
       targeted: targeted variant.
       kappa: confidence margin ``>= 0``.
       steps: Adam steps per constant ``>= 1``.
-      learning_rate: Adam learning rate ``> 0``.
+      learning_rate: Adam learning rate ``> 0`` (default 0.1, see above).
       binary_search_steps: number of constants tried ``>= 1`` (default 5, as in Wang et al.
         / Athalye et al.'s evaluation of generative defenses).
-      initial_const: first constant ``c > 0``.
+      initial_const: first constant ``c > 0`` (default 1; raised ×10 after a failure).
       box: image domain ``(lo, hi)``.
 
     Returns:
@@ -81,6 +106,36 @@ def carlini_wagner_l2(
       Carlini & Wagner, *Towards Evaluating the Robustness of Neural Networks*, IEEE S&P 2017
       (arXiv:1608.04644), Sec. V.A (ℓ2 attack, objective :math:`f_6`, change of variables).
     """
+    return _cw(logits_fn, key, x, y, targeted=targeted, kappa=kappa, steps=steps,
+               learning_rate=learning_rate, binary_search_steps=binary_search_steps,
+               initial_const=initial_const, box=box).x_adv
+
+
+def carlini_wagner_l2_with_info(
+    logits_fn: LogitsFn,
+    key: PRNGKey,
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    targeted: bool = False,
+    kappa: float = 0.0,
+    steps: int = 100,
+    learning_rate: float = 0.1,
+    binary_search_steps: int = 5,
+    initial_const: float = 1.0,
+    box: tuple[float, float] = (0.0, 1.0),
+) -> CWResult:
+    """:func:`carlini_wagner_l2` with its success mask and ℓ2 distortions (:class:`CWResult`).
+
+    Same arguments and the same ``x_adv``. Cost as :func:`carlini_wagner_l2`.
+    """
+    return _cw(logits_fn, key, x, y, targeted=targeted, kappa=kappa, steps=steps,
+               learning_rate=learning_rate, binary_search_steps=binary_search_steps,
+               initial_const=initial_const, box=box)
+
+
+def _cw(logits_fn, key, x, y, *, targeted, kappa, steps, learning_rate, binary_search_steps,
+        initial_const, box) -> CWResult:
     V.check_nonnegative(kappa, "kappa")
     V.check_positive_int(steps, "steps")
     V.check_positive(learning_rate, "learning_rate")
@@ -137,4 +192,7 @@ def carlini_wagner_l2(
         best_x=x,
     )
     final = jax.lax.fori_loop(0, binary_search_steps, lambda _, s: one_const(s), init)
-    return jax.lax.stop_gradient(final.best_x)
+    success = jnp.isfinite(final.best_l2)
+    return CWResult(x_adv=jax.lax.stop_gradient(final.best_x), success=success,
+                    l2=jnp.where(success, jnp.sqrt(jnp.where(success, final.best_l2, 0.0)),
+                                 jnp.inf))

@@ -77,3 +77,25 @@ def test_cw_kappa_confidence_and_vmap():
     succeeded = np.any(np.asarray(xa[0] != x[0]).reshape(N, -1), axis=1)
     assert succeeded.sum() >= N // 2
     assert np.all(m[succeeded] < -0.5)  # successes carry the requested confidence
+
+
+def test_cw_defaults_break_an_undefended_model(trained_mlp):
+    # Default settings must not overstate robustness: >= 99 % of the correctly classified
+    # digits of an undefended model are broken (the old lr 0.01 left pixels at 0/1 stuck).
+    _, f, x, y = trained_mlp
+    r = jax.jit(lambda k, v, w: attacks.carlini_wagner_l2_with_info(f, k, v, w))(
+        jax.random.key(0), x, y)
+    clean_ok = np.asarray(jnp.argmax(f(x), -1) == y)
+    fooled = np.asarray(jnp.argmax(f(r.x_adv), -1) != y)
+    assert np.sum(clean_ok & fooled) >= 0.99 * np.sum(clean_ok)
+    # The info agrees with the returned points: success <=> misclassified (kappa = 0),
+    # l2 = ||x_adv - x|| where successful and inf elsewhere, x unchanged where not.
+    succ = np.asarray(r.success)
+    np.testing.assert_array_equal(succ[clean_ok], fooled[clean_ok])
+    d = np.linalg.norm(np.asarray(r.x_adv - x).reshape(len(y), -1), axis=1)
+    np.testing.assert_allclose(np.asarray(r.l2)[succ], d[succ], rtol=1e-4, atol=1e-5)
+    assert np.all(np.isinf(np.asarray(r.l2)[~succ]))
+    np.testing.assert_array_equal(np.asarray(r.x_adv)[~succ], np.asarray(x)[~succ])
+    # Same x_adv as the plain function.
+    xa = jax.jit(lambda k, v, w: attacks.carlini_wagner_l2(f, k, v, w))(jax.random.key(0), x, y)
+    np.testing.assert_array_equal(np.asarray(xa), np.asarray(r.x_adv))

@@ -214,7 +214,8 @@ def test_abs_latent_attack_finds_adversarials():
 
 def test_advt_cw_matches_carlini_wagner():
     a = ga.advt_cw_l2(LCLF, jax.random.key(0), LX, LY, steps=20)
-    b = carlini_wagner_l2(LCLF, jax.random.key(0), LX, LY, steps=20, binary_search_steps=5)
+    b = carlini_wagner_l2(LCLF, jax.random.key(0), LX, LY, steps=20, binary_search_steps=5,
+                          learning_rate=0.01, initial_const=1e-2)  # advt_cw_l2's settings
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert _fooled(LCLF, a, LY).mean() >= 0.9
 
