@@ -70,7 +70,15 @@ def _fit_minmax(step, state, train, *, key, epochs, batch_size, progress, name):
 
 
 def train_rows(config, train, test, key, workdir):
-    """Train the classifier of every row; returns ``{row: (variables, extra)}``."""
+    """Train the classifier of every row; returns ``{row: (variables, extra)}``.
+
+    Table A's caption: "Each classifier is pretrained". ``Plain`` is trained first (standard
+    training); with ``config.warm_start`` every robust row starts from Plain's weights (fresh
+    optimiser state), and ε is ramped linearly from 0 to ``config.eps`` over the first
+    ``config.eps_rampup_steps`` updates of each robust row (PGD rows through
+    ``adversarial_objective(eps_schedule=...)``, the min-max rows through
+    ``make_l2lda_step(eps_schedule=...)``), one compile per row.
+    """
     import jax
     import optax
 
@@ -82,38 +90,60 @@ def train_rows(config, train, test, key, workdir):
     model = _classifier(config)
     shape = (config.batch_size,) + tuple(train.images.shape[1:])
     out, timings = {}, {}
-    for r, row in enumerate(config.rows):
-        k = jax.random.fold_in(key, r)
+    ramp = (optax.linear_schedule(0.0, config.eps, config.eps_rampup_steps)
+            if config.eps_rampup_steps > 0 else None)
+    rows = list(config.rows)
+    if config.warm_start and "Plain" in rows:  # Plain first: the others start from it
+        rows.remove("Plain")
+        rows.insert(0, "Plain")
+    pretrained = None
+    for r, row in enumerate(rows):
+        k = jax.random.fold_in(key, config.rows.index(row))
         t0 = time.perf_counter()
+        warm = pretrained if (config.warm_start and row != "Plain") else None
         if row in ("Plain",) or row.startswith("PGD"):
             if row == "Plain":
                 objective = training.standard_objective()
             else:
                 steps = int(row[3:])
-                attack = functools.partial(
-                    attacks.pgd, eps=config.eps, steps=steps,
-                    step_size=config.pgd_step_factor * config.eps / steps, random_start=True)
-                objective = training.adversarial_objective(attack)
+                attack = functools.partial(attacks.pgd, steps=steps, random_start=True)
+                if ramp is None:
+                    attack = functools.partial(
+                        attack, eps=config.eps,
+                        step_size=config.pgd_step_factor * config.eps / steps)
+                # With a ramp the attack gets eps from the schedule and, by default, the step
+                # 2.5 eps / steps (pgd's default), i.e. pgd_step_factor = 2.5.
+                objective = training.adversarial_objective(attack, eps_schedule=ramp)
+            model_or_state = model
+            if warm is not None:
+                tx = training.make_optimizer("adam", learning_rate=config.learning_rate)
+                model_or_state = training.create_train_state(
+                    model, k, (1,) + tuple(train.images.shape[1:]), tx)
+                model_or_state = model_or_state.replace(
+                    params=warm["params"], batch_stats=warm.get("batch_stats", {}),
+                    opt_state=tx.init(warm["params"]))
             state, _ = training.fit(
-                model, objective, train, key=k, num_epochs=config.epochs,
+                model_or_state, objective, train, key=k, num_epochs=config.epochs,
                 batch_size=config.batch_size, optimizer="adam",
                 learning_rate=config.learning_rate, progress=config.progress,
                 workdir=os.path.join(workdir, row.lower()))
             out[row] = {"variables": _variables(state.params, state.batch_stats)}
+            if row == "Plain":
+                pretrained = out[row]["variables"]
         elif row in ("L2L*", "L2L-DA"):
             gen = L2LGenerator(num_classes=config.num_classes, latent_dim=config.latent_dim,
                                features=tuple(config.gen_features))
             state = create_l2lda_state(
                 model, gen, k, shape, clf_tx=optax.adam(config.learning_rate),
-                gen_tx=optax.adam(config.gen_learning_rate))
+                gen_tx=optax.adam(config.gen_learning_rate), clf_variables=warm)
             if row == "L2L*":
                 step = make_l2l_star_step(eps=config.eps, latent_dim=config.latent_dim,
-                                          clean_weight=config.clean_weight)
+                                          clean_weight=config.clean_weight, eps_schedule=ramp)
             else:
                 step = make_l2lda_step(
                     eps=config.eps, lambda_div=config.lambda_div, num_steps=config.l2l_steps,
                     step_fraction=config.l2l_step_fraction, latent_dim=config.latent_dim,
-                    clean_weight=config.clean_weight)
+                    clean_weight=config.clean_weight, eps_schedule=ramp)
             state, metrics = _fit_minmax(
                 step, state, train, key=k, epochs=config.epochs,
                 batch_size=config.batch_size, progress=config.progress, name=row)
@@ -127,6 +157,34 @@ def train_rows(config, train, test, key, workdir):
             raise ValueError(f"unknown row {row!r}")
         timings[f"train_{row}_s"] = time.perf_counter() - t0
     return model, out, timings
+
+
+ROWS = ("Plain", "PGD10", "PGD40", "L2L*", "L2L-DA")
+
+
+def validate_config(config):
+    """Fail at start-up, before any training, on a config that cannot run: unknown rows or
+    columns, ε ≤ 0, a dataset this machine does not have. Raises ``ValueError`` naming the
+    field."""
+    from robustjax import data
+
+    for row in config.rows:
+        if row not in ROWS and not (row.startswith("PGD") and row[3:].isdigit()):
+            raise ValueError(f"config.rows: unknown row {row!r}; known: {ROWS} or PGD<k>.")
+    for field in ("eval_pgd_steps", "eval_cw_steps"):
+        for k in config[field]:
+            if not (isinstance(k, int) and k >= 1):
+                raise ValueError(f"config.{field}: column step counts must be integers >= 1, "
+                                 f"got {k!r}.")
+    if not config.eps > 0:
+        raise ValueError(f"config.eps must be > 0, got {config.eps!r}.")
+    if config.eps_rampup_steps < 0:
+        raise ValueError(f"config.eps_rampup_steps must be >= 0, got {config.eps_rampup_steps}.")
+    try:
+        data.load_dataset(config.dataset, "test")
+    except Exception as e:  # noqa: BLE001 - re-raised with the field named
+        raise ValueError(f"config.dataset: {config.dataset!r} is not available on this "
+                         f"machine ({type(e).__name__}: {e})") from e
 
 
 def train_attack_generators(config, model, clf_variables, train, key, *,
@@ -365,6 +423,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     from robustjax import data, evaluation, models
 
+    validate_config(config)
     os.makedirs(workdir, exist_ok=True)
     key = jax.random.key(config.seed)
     k_train, k_gen, k_eval, k_fig = jax.random.split(key, 4)
@@ -373,7 +432,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     model, rows, timings = train_rows(config, train, test, k_train, workdir)
     reports = {}
-    for r, (row, info) in enumerate(rows.items()):
+    for r, row in enumerate(config.rows):
+        info = rows[row]
         t0 = time.perf_counter()
         _, gen_vars = train_attack_generators(config, model, info["variables"], train,
                                               jax.random.fold_in(k_gen, r),

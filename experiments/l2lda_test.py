@@ -34,3 +34,18 @@ def test_l2lda_experiment_smoke(tmp_path):
         for acc in robust.values():
             assert 0.0 <= acc <= clean + 1e-9  # robust never above clean
         assert results["min_accuracy"][row] <= min(robust.values()) + 1e-9
+
+
+def test_l2lda_bad_config_fails_before_training(tmp_path):
+    import pytest
+
+    mod = _load("l2lda_config_bad", os.path.join(_HERE, "configs", "l2lda.py"))
+    exp = _load("l2lda_main_bad", os.path.join(_HERE, "l2lda.py"))
+    cases = [("rows", ("Plain", "PGDx")), ("eps", 0.0), ("eps", -0.1),
+             ("eval_cw_steps", (0,)), ("dataset", "no_such_dataset")]
+    for field, value in cases:
+        cfg = mod.get_config("smoke")
+        cfg[field] = value
+        with pytest.raises(ValueError, match=f"config.{field}"):
+            exp.train_and_evaluate(cfg, str(tmp_path / field))
+        assert not (tmp_path / field).exists()  # nothing written, nothing trained

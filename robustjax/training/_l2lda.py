@@ -90,10 +90,37 @@ def _clf_call(apply, params, stats, x, *, train):
     return apply({"params": params, "batch_stats": stats}, x, train=False), stats
 
 
-def l2lda_generator_fn(generator_apply, variables) -> Callable:
-    """Eval-mode ``generator_fn(x, delta, grad, z, y)`` for :func:`robustjax.attacks.l2l_attack`."""
+def l2lda_generator_fn(generator_apply, variables, *, batch_norm: str = "batch") -> Callable:
+    """``generator_fn(x, delta, grad, z, y)`` for :func:`robustjax.attacks.l2l_attack`.
+
+    ``batch_norm`` (choice, documented and tested): how the generator's (class-conditional)
+    batch norm normalises at attack time.
+
+    * ``"batch"`` (default) — every recurrence step is normalised with the batch statistics of
+      the batch being attacked at that step, exactly as in training (the running statistics are
+      not updated). The attack is then the very recurrence the generator was trained to run
+      (tested: it reproduces the training perturbation), at the price that the examples of one
+      batch interact through the statistics (attack batches of ≥ 32 examples; a batch of one is
+      normalised to its own mean).
+    * ``"running"`` — eval mode: the running statistics, which training accumulates over the
+      activations of *all* T steps. Step ``t`` of the recurrence then sees statistics pooled
+      over steps whose activations differ in scale (``δ`` grows from 0 to the ε-sphere), so the
+      normalised features — and the perturbation — differ from the trained ones.
+    """
+    if batch_norm not in ("batch", "running"):
+        raise ValueError(f"`batch_norm` must be 'batch' or 'running', got {batch_norm!r}.")
+
+    if batch_norm == "running":
+        def generator_fn(x, delta, grad, z, y):
+            return generator_apply(variables, x, delta, grad, z, y, train=False)
+        return generator_fn
+
     def generator_fn(x, delta, grad, z, y):
-        return generator_apply(variables, x, delta, grad, z, y, train=False)
+        if not variables.get("batch_stats"):
+            return generator_apply(variables, x, delta, grad, z, y, train=True)
+        out, _ = generator_apply(variables, x, delta, grad, z, y, train=True,
+                                 mutable=["batch_stats"])
+        return out
     return generator_fn
 
 

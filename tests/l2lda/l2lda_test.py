@@ -336,3 +336,37 @@ def test_traced_eps_schedule_one_compile_and_matches_static_eps():
     assert float(ms["eps"]) == 0.0
     with pytest.raises(ValueError, match="eps_schedule"):
         make_l2lda_step(eps=0.3, lambda_div=0.0, eps_schedule=0.3)
+
+
+def test_attack_time_batch_norm_reproduces_training_recurrence():
+    # The attack column runs the generator with batch_norm="batch": per-step batch statistics,
+    # as in training, so it reproduces the training perturbation for the same codes; eval mode
+    # ("running": statistics pooled over all T steps by training) gives a different one.
+    from robustjax.training._l2lda import l2lda_generator_loss
+
+    x, y = _small_batch(n=8, hw=8)
+    clf, gen = _TinyClf(), L2LGeneratorTiny(latent_dim=2)
+    state = create_l2lda_state(clf, gen, jax.random.key(0), x.shape, clf_tx=optax.sgd(0.1),
+                               gen_tx=optax.sgd(0.1))
+    step = jax.jit(make_l2lda_step(eps=0.3, lambda_div=0.0, num_steps=3, latent_dim=2))
+    for i in range(3):  # accumulate running statistics over the T steps
+        state, _ = step(state, {"image": x, "label": y}, jax.random.key(10 + i))
+    gvars = {"params": state.gen_params, "batch_stats": state.gen_batch_stats}
+    cvars = {"params": state.clf_params, "batch_stats": state.clf_batch_stats}
+
+    def clf_train(v):  # training's classifier view (train-mode BN, statistics discarded)
+        return clf.apply(cvars, v, train=True, mutable=["batch_stats"])[0]
+
+    key = jax.random.key(7)
+    _, (delta_train, _, _, _, z) = l2lda_generator_loss(
+        gen.apply, state.gen_params, state.gen_batch_stats, clf_train, x, y, key, eps=0.3,
+        lambda_div=0.0, num_steps=3, step_fraction=0.5, latent_dim=2)
+    x2, y2 = jnp.concatenate([x, x]), jnp.concatenate([y, y])
+    kw = dict(eps=0.3, num_steps=3, step_fraction=0.5)
+    d_batch = l2l_perturbation(l2lda_generator_fn(gen.apply, gvars), clf_train, x2, y2, z, **kw)
+    d_run = l2l_perturbation(l2lda_generator_fn(gen.apply, gvars, batch_norm="running"),
+                             clf_train, x2, y2, z, **kw)
+    np.testing.assert_allclose(d_batch, delta_train, atol=1e-4)
+    assert float(jnp.mean(jnp.abs(d_run - delta_train))) > 1e-3
+    with pytest.raises(ValueError, match="batch_norm"):
+        l2lda_generator_fn(gen.apply, gvars, batch_norm="train")
