@@ -24,10 +24,11 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from robustjax._src import validation as V
 from robustjax._src.types import Array, ArrayLike, PRNGKey
+from robustjax.attacks import _base as _attack_base
+from robustjax.attacks import _pgd as _attack_pgd
 from robustjax.projections._lp import NORMS
 from robustjax.projections._lp import per_example_norm
 from robustjax.projections._lp import project
@@ -45,42 +46,27 @@ __all__ = [
 
 #: Step rules of the inner maximisation: ``"adam"`` (the paper's), ``"sign"`` (FGSM-style) and
 #: ``"normalized"`` (gradient divided by its per-example ℓ2 norm; the natural choice for ℓ2 balls).
+#: They are the attack library's step rules (:func:`robustjax.attacks._base.step_rule_transform`),
+#: so the LLR inner loop, ADV-k training and the PGD attacks share one implementation.
 STEP_RULES = ("adam", "sign", "normalized")
+assert set(STEP_RULES) == set(_attack_base.STEP_RULES)
 
 LossOfInputs = Callable[[Array], Array]
-_TINY = 1e-12
-_MAX_AUTO_UNROLL = 16
 
 
 def resolve_unroll(unroll: int | bool | None, num_steps: int) -> int | bool:
-    """Unroll factor of an inner ascent loop: ``unroll`` if given, else the backend default.
+    """Unroll factor of an ascent loop: the attack library's rule (one rule for all loops).
 
-    Default (``None``): fully unrolled (``True``) on the CPU backend when ``num_steps <= 16``
-    (training-time inner loops), else 1 (a rolled ``while`` loop; compile time grows with the
-    number of unrolled steps, and evaluation-length loops of 50+ steps are compiled once and
-    run rarely). On XLA:CPU a rolled loop around a small CNN's forward/backward pass ran
-    2-2.5x slower per iteration than the unrolled code (batch 128). ``True`` rather than
-    ``num_steps``: ``lax.fori_loop`` with one step and unroll factor 1 keeps a one-trip
-    ``while`` loop. Results agree up to float32 rounding; only speed and compile time differ.
+    ``None`` (default): fully unrolled on the CPU backend when ``num_steps <= 100``, else 1
+    (:func:`robustjax.attacks._pgd.resolve_unroll`; on XLA:CPU a rolled loop around a small
+    network's forward/backward pass ran 2-3x slower per iteration than unrolled code, at the
+    price of a compile time that grows with the number of unrolled steps). An explicit
+    ``unroll`` must be ``True``/``False`` or a positive int. Results agree up to float32
+    rounding; only speed and compile time differ.
     """
-    if unroll is None:
-        cpu = jax.default_backend() == "cpu"
-        return True if (cpu and num_steps <= _MAX_AUTO_UNROLL) else 1
-    if not isinstance(unroll, bool):
+    if unroll is not None and not isinstance(unroll, bool):
         V.check_positive_int(unroll, "unroll")
-    return unroll
-
-
-def fori_loop(num_steps: int, body, init, *, unroll: int | bool):
-    """``lax.fori_loop(0, num_steps, body, init, unroll=unroll)``, except that ``unroll=True``
-    traces ``body`` ``num_steps`` times in Python (``lax.fori_loop`` keeps a ``while`` loop
-    when there is a single step)."""
-    if unroll is True:
-        carry = init
-        for i in range(num_steps):
-            carry = body(i, carry)
-        return carry
-    return jax.lax.fori_loop(0, num_steps, body, init, unroll=unroll)
+    return _attack_pgd.resolve_unroll(unroll, num_steps)
 
 
 class LocalLinearity(NamedTuple):
@@ -198,15 +184,6 @@ def random_delta(key: PRNGKey, x: Array, *, eps, norm: str) -> Array:
     return random_in_ball(key, x.shape, eps=eps, norm=norm, dtype=x.dtype)
 
 
-def _step_direction(step_rule: str, grad: Array, opt_state):
-    if step_rule == "adam":
-        return optax.scale_by_adam().update(grad, opt_state)
-    if step_rule == "sign":
-        return jnp.sign(grad), opt_state
-    n = per_example_norm(grad, norm="l2")
-    return grad / _bcast(jnp.maximum(n, _TINY), grad), opt_state
-
-
 def maximize_linearity_gap(
     loss_fn: LossOfInputs,
     key: PRNGKey,
@@ -280,24 +257,25 @@ def maximize_linearity_gap(
     def gap_only(delta):
         return jnp.abs(loss_fn(x + delta) - loss_x - _dot(delta, grad_x))
 
+    # The loop is the attack library's: its step rules (one optax transform per rule) and its
+    # step runner (Python loop when fully unrolled, else lax.fori_loop).
+    tx = _attack_base.step_rule_transform(step_rule, norm)
     delta0 = proj(x + random_delta(key, x, eps=eps, norm=norm)) - x
-    opt_state0 = optax.scale_by_adam().init(delta0) if step_rule == "adam" else ()
     neg = jnp.full((x.shape[0],), -jnp.inf, x.dtype)
 
-    def body(_, carry):
+    def update(carry):
         delta, opt_state, best_g, best_d = carry
         gap, grad = gap_and_grad(delta)
         if keep_best:
             better = gap > best_g
             best_d = jnp.where(_bcast(better, delta), delta, best_d)
             best_g = jnp.where(better, gap, best_g)
-        direction, opt_state = _step_direction(step_rule, grad, opt_state)
+        direction, opt_state = tx.update(grad, opt_state, delta)
         delta = proj(x + delta + step_size * direction) - x
-        return delta, opt_state, best_g, best_d
+        return (delta, opt_state, best_g, best_d), None
 
-    delta, _, best_g, best_d = fori_loop(
-        num_steps, body, (delta0, opt_state0, neg, delta0), unroll=unroll
-    )
+    (delta, _, best_g, best_d), _ = _attack_pgd.run_steps(
+        update, (delta0, tx.init(delta0), neg, delta0), num_steps, unroll)
     if not keep_best:
         return jax.lax.stop_gradient(delta), None
     gap = gap_only(delta)
@@ -344,6 +322,7 @@ def local_linearity(
     step_rule: str = "adam",
     box: tuple[float, float] | None = None,
     num_restarts: int = 1,
+    unroll: int | bool | None = None,
 ) -> LocalLinearity:
     r"""Local linearity measure :math:`\gamma(\epsilon, x)` and its maximiser (Eqn 6).
 
@@ -372,6 +351,7 @@ def local_linearity(
       num_restarts: independent uniform starts (vmapped); the best per example is kept. The
         gap is not concave in δ (its sign picks one of two basins at the start), so one start
         can stop at a local maximum; a few restarts make the estimate reliable for evaluation.
+      unroll: unroll factor of the step loop (speed only; see :func:`resolve_unroll`).
 
     Returns:
       :class:`LocalLinearity` ``(gamma [N], delta [N, ...])``.
@@ -382,7 +362,7 @@ def local_linearity(
     """
     delta = _search_with_restarts(
         loss_fn, key, x, num_restarts=num_restarts, eps=eps, num_steps=num_steps,
-        step_size=step_size, norm=norm, step_rule=step_rule, box=box,
+        step_size=step_size, norm=norm, step_rule=step_rule, box=box, unroll=unroll,
     )
     gamma = linearity_gap(loss_fn, x, delta)
     return LocalLinearity(gamma=gamma, delta=delta)
@@ -394,21 +374,24 @@ def llr_penalty(
     x: ArrayLike,
     *,
     eps: float | ArrayLike,
-    lambda_: float,
-    mu: float,
+    lambda_: float = 4.0,
+    mu: float = 0.5,
     num_steps: int,
     step_size: float,
     norm: str = "linf",
     step_rule: str = "adam",
     box: tuple[float, float] | None = None,
     num_restarts: int = 1,
+    unroll: int | bool | None = None,
 ) -> Array:
     r"""The LLR regulariser of Eqn (8), per example.
 
     .. math:: \lambda\,\gamma(\epsilon, x) + \mu\,\left|\delta_{LLR}^\top \nabla_x \ell(x)\right|
 
     Differentiable with respect to what ``loss_fn`` closes over, with :math:`\delta_{LLR}` held
-    constant. Arguments as in :func:`local_linearity`; ``lambda_, mu >= 0``.
+    constant. Arguments as in :func:`local_linearity`; ``lambda_, mu >= 0``, by default the
+    (λ, μ) = (4, 0.5) of Tables F2/F3 (appendix F.2's text says μ = 3, which contradicts the
+    tables; see ``robustjax.training.llr_objective``).
 
     Returns:
       ``[N]``. Cost: that of :func:`local_linearity`.
@@ -420,7 +403,7 @@ def llr_penalty(
     V.check_nonnegative(mu, "mu")
     delta = _search_with_restarts(
         loss_fn, key, x, num_restarts=num_restarts, eps=eps, num_steps=num_steps,
-        step_size=step_size, norm=norm, step_rule=step_rule, box=box,
+        step_size=step_size, norm=norm, step_rule=step_rule, box=box, unroll=unroll,
     )
     loss_x, directional, loss_xd = linearity_terms(loss_fn, x, delta)
     gamma = jnp.abs(loss_xd - loss_x - directional)
