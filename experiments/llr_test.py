@@ -45,8 +45,7 @@ def test_protocol_attacks_linear_model():
     suite = _protocols.llr_evaluation_attacks(
         logits_fn, eps=eps, steps=20, restarts=2, fgsm_steps=3, monitor_steps=5,
         multi_targeted_steps=20, box=None)
-    assert list(suite) == ["FGSM", "FGSM-3", "PGD-5", "Untargeted", "Random-Targeted",
-                           "Multi-Targeted"]
+    assert list(suite) == ["FGSM", "FGSM-3", "PGD-5", "Untargeted", "Multi-Targeted"]
     logits = logits_fn(x)
     # Closed-form worst-case margin over all wrong classes.
     best = jnp.full((6,), jnp.inf)
@@ -70,6 +69,84 @@ def test_protocol_attacks_linear_model():
             assert bool(jnp.all(ce(xa) > ce(x) + 0.05))
     with pytest.raises(ValueError, match="include"):
         _protocols.llr_evaluation_attacks(logits_fn, eps=eps, include=("CW",))
+    with pytest.raises(ValueError, match="success rate"):
+        _protocols.llr_evaluation_attacks(logits_fn, eps=eps, include=("Random-Targeted",))
+    with pytest.raises(ValueError, match="unroll"):
+        _protocols.llr_evaluation_attacks(logits_fn, eps=eps, unroll=0)
+    # unroll is a speed knob: a rolled loop gives the same Untargeted result
+    rolled = _protocols.llr_evaluation_attacks(
+        logits_fn, eps=eps, steps=20, restarts=2, include=("Untargeted",), box=None, unroll=1)
+    np.testing.assert_allclose(jax.jit(rolled["Untargeted"])(key, x, y),
+                               jax.jit(suite["Untargeted"])(key, x, y), atol=1e-5)
+
+
+def test_random_targeted_is_a_success_rate():
+    """Random-Targeted = fraction of examples driven to a random wrong class (Table F3).
+
+    Reference: on a linear model z = x·W (box off), target t is reachable in the ℓ∞ ball iff the
+    linear program max_δ min_{j≠t} (w_t − w_j)·(x + δ), |δ_i| ≤ ε has a positive optimum
+    (scipy's HiGHS). The targeted CE of a linear model is convex in δ, so Adam PGD reaches
+    the reachable targets; examples within 0.05 of the LP's threshold are not compared.
+    """
+    from scipy.optimize import linprog
+
+    kw_ = jax.random.split(jax.random.key(3), 3)
+    d, k, n = 12, 4, 48
+    w = jax.random.normal(kw_[0], (d, k))
+    logits_fn = lambda x: x.reshape(x.shape[0], -1) @ w  # noqa: E731
+    x = jax.random.uniform(kw_[1], (n, d, 1, 1), minval=0.2, maxval=0.8)
+    y = jnp.argmax(logits_fn(x), -1).astype(jnp.int32)  # all correct clean
+    eps = 0.12
+    key = jax.random.key(9)
+    success, target = jax.jit(lambda k_, x_, y_: _protocols.random_targeted_success(
+        logits_fn, k_, x_, y_, eps=eps, steps=30, restarts=2, box=None, unroll=1))(key, x, y)
+    assert bool(jnp.all(target != y)) and bool(jnp.all((target >= 0) & (target < k)))
+    # same targets and x_adv as robustjax.attacks.random_targeted with the same key
+    from robustjax import attacks
+
+    sched = _protocols.adam_step_schedule(steps=30)
+    x_rt = attacks.random_targeted(logits_fn, key, x, y, eps=eps, steps=30, step_size=sched,
+                                   step_rule="adam", restarts=2, box=None, unroll=1)
+    np.testing.assert_array_equal(np.asarray(jnp.argmax(logits_fn(x_rt), -1) == target),
+                                  np.asarray(success))
+    wn, xn, tn = np.asarray(w, np.float64), np.asarray(x, np.float64).reshape(n, d), \
+        np.asarray(target)
+    compared = 0
+    for i in range(n):
+        others = [j for j in range(k) if j != tn[i]]
+        a = np.stack([wn[:, tn[i]] - wn[:, j] for j in others])  # [K-1, D]
+        # variables (δ, s): maximise s s.t. s − a_j·δ ≤ a_j·x
+        c = np.zeros(d + 1)
+        c[-1] = -1.0
+        res = linprog(c, A_ub=np.hstack([-a, np.ones((k - 1, 1))]), b_ub=a @ xn[i],
+                      bounds=[(-eps, eps)] * d + [(None, None)], method="highs")
+        s_opt = -res.fun
+        if abs(s_opt) < 0.05:
+            continue
+        compared += 1
+        assert bool(success[i]) == (s_opt > 0), (i, s_opt)
+    assert compared >= 30
+    rate = float(jnp.mean(success))
+    assert 0.1 < rate < 0.9  # both outcomes occur, so the comparison has teeth
+    # A success is a misclassification, but not every misclassification is a success: the
+    # success rate is at most the untargeted error rate, and reading it as an accuracy
+    # (1 − rate) would overstate robustness.
+    x_un = attacks.pgd(logits_fn, key, x, y, eps=eps, steps=30, step_size=sched,
+                       step_rule="adam", restarts=2, box=None, unroll=1)
+    err = float(jnp.mean(jnp.argmax(logits_fn(x_un), -1) != y))
+    assert rate <= err + 1e-9 and 1.0 - rate > 1.0 - err
+    # The dataset driver: batches (with a padded last batch) and a Wilson interval.
+    res = _protocols.random_targeted_success_rate(
+        logits_fn, np.asarray(x), np.asarray(y), key=key, eps=eps, steps=30, restarts=2,
+        box=None, batch_size=20, unroll=1)
+    assert res.n == n and res.successes == int(res.success.sum())
+    assert res.interval[0] <= res.success_rate <= res.interval[1]
+    assert bool(np.all(res.targets != np.asarray(y)))
+    assert 0.1 < res.success_rate < 0.9
+    zero = _protocols.random_targeted_success_rate(
+        logits_fn, np.asarray(x), np.asarray(y), key=key, eps=0.0, steps=5, restarts=1,
+        box=None, batch_size=48, unroll=1)
+    assert zero.successes == 0  # no perturbation: every example stays at its (true) class
 
 
 def test_smoke_end_to_end(tmp_path):
@@ -94,5 +171,12 @@ def test_smoke_end_to_end(tmp_path):
     with open(tmp_path / "results.json") as f:
         assert json.load(f)["models"].keys() == res["models"].keys()
     table = (tmp_path / "table.md").read_text()
-    assert "| Methods | PGD steps | Nominal | Untargeted | Multi-Targeted |" in table
+    assert ("| Methods | PGD steps | Nominal | Untargeted | Multi-Targeted | "
+            "Random-Targeted success rate (↓) |") in table
+    for m in res["models"].values():  # a success rate, with its Wilson interval
+        lo, hi = m["random_targeted_wilson95"]
+        assert lo <= m["random_targeted_success_rate"] <= hi
+        assert m["wilson95"]["Nominal"][0] <= m["nominal"] <= m["wilson95"]["Nominal"][1]
+    with open(tmp_path / "training_curves.png", "rb") as f:
+        assert f.read(8) == PNG
     assert "Table F4" in table and "| ADV-1 |" in table and "| LLR-1 |" in table

@@ -32,6 +32,7 @@ from robustjax.evaluation._report import robustness_report
 from robustjax.evaluation._protocols import LLR_ATTACKS
 from robustjax.evaluation._protocols import adam_step_schedule
 from robustjax.evaluation._protocols import llr_evaluation_attacks
+from robustjax.evaluation._protocols import random_targeted_success_rate
 from robustjax.evaluation._stats import format_accuracy
 from robustjax.evaluation._stats import mcnemar_exact
 from robustjax.evaluation._stats import wilson_interval
@@ -44,6 +45,7 @@ __all__ = [
     "LLR_ATTACKS",
     "adam_step_schedule",
     "llr_evaluation_attacks",
+    "random_targeted_success_rate",
     "Curve",
     "MaskingFlag",
     "RobustnessReport",
