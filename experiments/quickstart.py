@@ -2,7 +2,8 @@
 
 Trains a small CNN (``robustjax.models.MnistCNN``) on the MNIST digits embedded in the package,
 once normally and once with Madry PGD-7 adversarial training at ε = 0.3 (ε ramped up from 0),
-then evaluates clean, FGSM and PGD-40 accuracy on held-out digits over several ε. Writes to ``--workdir``:
+then evaluates clean, FGSM and PGD-40 accuracy on held-out digits over several ε, and AutoAttack
+(standard: APGD-CE, APGD-T, FAB-T, Square) at ε = 0.3. Writes to ``--workdir``:
 
 * ``results.json`` and ``table.md`` — the accuracy table (also printed);
 * ``accuracy_vs_eps.png`` — robust accuracy against ε for both models and both attacks;
@@ -83,7 +84,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         return attacks.pgd(functools.partial(apply, params), key, x, y, eps=eps,
                            steps=config.eval_pgd_steps, random_start=True)
 
-    rows, curves = {}, {}
+    rows, curves, autoattack_results = {}, {}, {}
     t0 = time.perf_counter()
     for name, state in (("standard", std_state), ("adversarial", adv_state)):
         logits_fn = jax.jit(functools.partial(apply, state.params))
@@ -110,6 +111,27 @@ def train_and_evaluate(config, workdir: str) -> dict:
             np.asarray(logits_fn(x_adv)).argmax(-1),
             os.path.join(workdir, f"examples_{name}.png"),
             title=f"{name} model: clean (top) vs PGD ε={eps:g}")
+        # AutoAttack (standard version) at the configured eps, over the whole test set; its
+        # column joins the table (and the Min / Worst case columns).
+        aa = {}
+        for eps in config.eval_autoattack_eps:
+            t1 = time.perf_counter()
+            res = evaluation.autoattack(
+                logits_fn, jax.random.fold_in(k_eval, 1), test.images, test.labels, eps=eps,
+                version=config.autoattack_version, batch_size=config.eval_batch_size * 2,
+                progress=config.progress, n_iter=config.autoattack_n_iter,
+                n_queries=config.autoattack_n_queries)
+            col = f"AutoAttack ε={eps:g}" + config.autoattack_label
+            pred = np.asarray(logits_fn(jnp.asarray(res.x_adv))).argmax(-1)
+            d = (res.x_adv - np.asarray(test.images)).reshape(len(test.labels), -1)
+            report = report.with_attack(col, pred, np.abs(d).max(-1), np.linalg.norm(d, axis=-1))
+            aa[col] = {"robust_accuracy": res.robust_accuracy,
+                       "after_each_attack": res.per_attack_robust_accuracy,
+                       "broken_by": {n: int((res.broken_by == i).sum())
+                                     for i, n in enumerate(res.attack_names)},
+                       "seconds": time.perf_counter() - t1}
+        rows[name] = report
+        autoattack_results[name] = aa
     timings["evaluation_s"] = time.perf_counter() - t0
 
     table = evaluation.format_table(rows, corner="Training")
@@ -121,6 +143,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
         "num_test": int(len(test.labels)),
         "clean_accuracy": {k: r.clean_accuracy for k, r in rows.items()},
         "robust_accuracy": {k: dict(r.robust_accuracy) for k, r in rows.items()},
+        "min_accuracy": {k: r.min_accuracy() for k, r in rows.items()},
+        "worst_case_accuracy": {k: r.worst_case_accuracy() for k, r in rows.items()},
+        "autoattack": autoattack_results,
+        "notes": {k: list(r.notes) for k, r in rows.items()},
         "timings_s": timings,
         "devices": [str(d) for d in jax.devices()],
     }

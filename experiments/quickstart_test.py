@@ -26,3 +26,12 @@ def test_quickstart_smoke(tmp_path):
         for acc in results["robust_accuracy"][model].values():
             assert 0.0 <= acc <= clean + 1e-9  # robust never above clean
     assert (tmp_path / "standard" / "metrics.jsonl").exists()
+    # AutoAttack column (labelled as a smoke deviation), Min and Worst case columns.
+    header = (tmp_path / "table.md").read_text().splitlines()[0]
+    assert "AutoAttack ε=0.3 (smoke" in header and "| Min | Worst case |" in header
+    for model in ("standard", "adversarial"):
+        aa = saved["autoattack"][model]
+        (col,) = aa
+        assert list(aa[col]["after_each_attack"]) == ["apgd-ce", "apgd-t", "fab-t", "square"]
+        assert aa[col]["robust_accuracy"] == results["robust_accuracy"][model][col]
+        assert results["worst_case_accuracy"][model] <= results["min_accuracy"][model] + 1e-9

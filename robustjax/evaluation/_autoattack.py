@@ -63,7 +63,8 @@ class AutoAttackResult(NamedTuple):
 
 
 def autoattack_members(
-    version: str, *, eps: Any, norm: str, num_classes: int
+    version: str, *, eps: Any, norm: str, num_classes: int, n_iter: int = 100,
+    n_queries: int = 5000, eot_samples: int = 20,
 ) -> dict[str, Callable[..., Any]]:
     """The members of an AutoAttack ``version`` as ``{name: attack(logits_fn, key, x, y)}``.
 
@@ -73,7 +74,12 @@ def autoattack_members(
     ``"rand"``: APGD-CE and APGD-DLR with EOT over 20 draws, for a randomized
     ``logits_fn(key, x)``. The number of targets is ``min(9, K − 1)``. FAB and Square are
     imported here (lazily), so a missing one fails only when its version is asked for.
+    ``n_iter`` (APGD and FAB iterations), ``n_queries`` (Square) and ``eot_samples`` default to
+    the paper's values; lower them only for smoke runs, and label such a column as a deviation.
     """
+    V.check_positive_int(n_iter, "n_iter")
+    V.check_positive_int(n_queries, "n_queries")
+    V.check_positive_int(eot_samples, "eot_samples")
     # pylint: disable=g-import-not-at-top
     from robustjax import attacks as A
 
@@ -83,24 +89,24 @@ def autoattack_members(
     common = dict(eps=eps, norm=norm)
     if version == "rand":
         return {
-            "apgd-ce": p(A.apgd, n_iter=100, loss="ce", eot_samples=20, **common),
-            "apgd-dlr": p(A.apgd, n_iter=100, loss="dlr", eot_samples=20, **common),
+            "apgd-ce": p(A.apgd, n_iter=n_iter, loss="ce", eot_samples=eot_samples, **common),
+            "apgd-dlr": p(A.apgd, n_iter=n_iter, loss="dlr", eot_samples=eot_samples, **common),
         }
     if version == "standard":
         return {
-            "apgd-ce": p(A.apgd, n_iter=100, loss="ce", restarts=1, **common),
-            "apgd-t": p(A.apgd_targeted, n_iter=100, n_target_classes=nt, restarts=1, **common),
-            "fab-t": p(A.fab, n_iter=100, n_target_classes=nt, restarts=1, targeted=True,
+            "apgd-ce": p(A.apgd, n_iter=n_iter, loss="ce", restarts=1, **common),
+            "apgd-t": p(A.apgd_targeted, n_iter=n_iter, n_target_classes=nt, restarts=1, **common),
+            "fab-t": p(A.fab, n_iter=n_iter, n_target_classes=nt, restarts=1, targeted=True,
                        **common),
-            "square": p(A.square, n_queries=5000, restarts=1, **common),
+            "square": p(A.square, n_queries=n_queries, restarts=1, **common),
         }
     return {
-        "apgd-ce": p(A.apgd, n_iter=100, loss="ce", restarts=5, **common),
-        "apgd-dlr": p(A.apgd, n_iter=100, loss="dlr", restarts=5, **common),
-        "fab": p(A.fab, n_iter=100, restarts=5, targeted=False, **common),
-        "square": p(A.square, n_queries=5000, restarts=5, **common),
-        "apgd-t": p(A.apgd_targeted, n_iter=100, n_target_classes=nt, restarts=1, **common),
-        "fab-t": p(A.fab, n_iter=100, n_target_classes=nt, restarts=1, targeted=True,
+        "apgd-ce": p(A.apgd, n_iter=n_iter, loss="ce", restarts=5, **common),
+        "apgd-dlr": p(A.apgd, n_iter=n_iter, loss="dlr", restarts=5, **common),
+        "fab": p(A.fab, n_iter=n_iter, restarts=5, targeted=False, **common),
+        "square": p(A.square, n_queries=n_queries, restarts=5, **common),
+        "apgd-t": p(A.apgd_targeted, n_iter=n_iter, n_target_classes=nt, restarts=1, **common),
+        "fab-t": p(A.fab, n_iter=n_iter, n_target_classes=nt, restarts=1, targeted=True,
                    **common),
     }
 
@@ -139,6 +145,8 @@ def autoattack(
     attacks: Mapping[str, Callable[..., Any]] | None = None,
     box: tuple[float, float] = (0.0, 1.0),
     jit: bool = True,
+    n_iter: int = 100,
+    n_queries: int = 5000,
 ) -> AutoAttackResult:
     """AutoAttack robust accuracy: each member attacks only the points still robust.
 
@@ -172,6 +180,9 @@ def autoattack(
         replaces the version's members (for ablations and tests).
       box: image domain (validated; members keep their outputs inside it).
       jit: compile each member (``jax.jit``) per bucket size.
+      n_iter, n_queries: budgets of the version's members (APGD/FAB iterations, Square
+        queries); the defaults are the paper's — lower them only for smoke runs and label
+        the result as a deviation.
 
     Returns:
       :class:`AutoAttackResult`.
@@ -214,7 +225,8 @@ def autoattack(
     num_classes = int(out.shape[1])
     V.check_labels(y, "y", batch_size=n, num_classes=num_classes)
     members = dict(attacks) if attacks is not None else autoattack_members(
-        version, eps=eps, norm=norm, num_classes=num_classes)
+        version, eps=eps, norm=norm, num_classes=num_classes, n_iter=n_iter,
+        n_queries=n_queries)
     for name, a in members.items():
         if not isinstance(name, str) or not callable(a):
             raise ValueError(f"`attacks` must map str -> callable, got {name!r} -> {a!r}.")

@@ -249,6 +249,27 @@ class RobustnessReport:
         """Former name of :meth:`worst_case_correct` (per example; *not* the paper's Min)."""
         return self.worst_case_correct(attacks)
 
+    def with_attack(self, name: str, adv_predictions: ArrayLike, linf: ArrayLike,
+                    l2: ArrayLike) -> "RobustnessReport":
+        """A copy with one more attack column computed elsewhere (e.g. by
+        :func:`robustjax.evaluation.autoattack`): per-example predictions on its outputs and
+        their ℓ∞ / ℓ2 distortions, ``[N]`` each. Notes are kept as they are."""
+        if name in self.adv_predictions:
+            raise ValueError(f"`name` {name!r} is already a column of this report.")
+        arrs = {}
+        for arg, v in (("adv_predictions", adv_predictions), ("linf", linf), ("l2", l2)):
+            v = np.asarray(v)
+            if v.shape != (self.num_examples,):
+                raise ValueError(f"`{arg}` must have shape ({self.num_examples},), got "
+                                 f"{v.shape}.")
+            arrs[arg] = v
+        return dataclasses.replace(
+            self,
+            adv_predictions={**self.adv_predictions,
+                             name: arrs["adv_predictions"].astype(np.int32)},
+            linf={**self.linf, name: arrs["linf"].astype(np.float32)},
+            l2={**self.l2, name: arrs["l2"].astype(np.float32)})
+
     # ---- reductions ---------------------------------------------------------------------
     @property
     def clean_accuracy(self) -> float:
@@ -297,6 +318,8 @@ class RobustnessReport:
         out = {"clean": {"mean": float(clean.mean()),
                          "worst": float(np.all(clean, axis=0).mean())}}
         for k in self.attack_names:
+            if k not in self.draw_correct:
+                continue
             d = np.asarray(self.draw_correct[k]) & clean
             d = self._adv_ok(k, d) & clean
             out[k] = {"mean": float(d.mean()), "worst": float(np.all(d, axis=0).mean())}
