@@ -4,6 +4,7 @@ checks, plots."""
 from robustjax.evaluation._autoattack import AUTOATTACK_VERSIONS
 from robustjax.evaluation._autoattack import AutoAttackResult
 from robustjax.evaluation._autoattack import autoattack
+from robustjax.evaluation._autoattack import autoattack_fn
 from robustjax.evaluation._autoattack import autoattack_members
 from robustjax.evaluation._curves import Curve
 from robustjax.evaluation._curves import accuracy_at_distortion
@@ -41,6 +42,7 @@ __all__ = [
     "AUTOATTACK_VERSIONS",
     "AutoAttackResult",
     "autoattack",
+    "autoattack_fn",
     "autoattack_members",
     "LLR_ATTACKS",
     "adam_step_schedule",

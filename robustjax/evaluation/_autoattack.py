@@ -24,7 +24,8 @@ from robustjax._src import validation as V
 from robustjax._src.types import PRNGKey
 from robustjax.projections import per_example_norm
 
-__all__ = ["AutoAttackResult", "autoattack", "autoattack_members", "AUTOATTACK_VERSIONS"]
+__all__ = ["AutoAttackResult", "autoattack", "autoattack_fn", "autoattack_members",
+           "AUTOATTACK_VERSIONS"]
 
 AUTOATTACK_VERSIONS = ("standard", "plus", "rand")
 _MIN_BUCKET = 8
@@ -302,3 +303,54 @@ def autoattack(
     return AutoAttackResult(
         x_adv=x_adv, robust=robust, broken_by=broken_by, attack_names=tuple(members),
         clean_correct=clean_correct, per_attack_robust_accuracy=per_attack)
+
+
+def autoattack_fn(
+    logits_fn: Callable[[Any], Any],
+    *,
+    eps: float,
+    norm: str = "linf",
+    version: str = "standard",
+    attacks: Mapping[str, Callable[..., Any]] | None = None,
+    n_iter: int = 100,
+    n_queries: int = 5000,
+) -> Callable[[PRNGKey, Any, Any], Any]:
+    """AutoAttack as one pure function ``(key, x, y) -> x_adv``: jit-, vmap-able, batch-wise.
+
+    Runs every member of ``version`` (or ``attacks``) on the whole batch in order and keeps,
+    per point, the first member output that is misclassified (the worst case over members, as
+    :func:`autoattack`); points never broken come back as ``x``. No host-side gather: every
+    member attacks every point (cost = the sum of the members' costs on the full batch, against
+    :func:`autoattack`'s shrinking set), in exchange for a single compiled program — e.g. an
+    AutoAttack column in :func:`robustjax.evaluation.robustness_report` or
+    ``jax.jit(autoattack_fn(logits_fn, eps=0.3))(key, x, y)``. Member ``name`` gets key
+    ``fold_in(key, crc32(name))``. Deterministic models only (``"rand"``: use
+    :func:`autoattack`). Arguments as :func:`autoattack`.
+
+    Cost: the sum of the members' costs on ``N`` points plus one forward pass per member.
+    """
+    V.check_choice(version, "version", AUTOATTACK_VERSIONS)
+    if version == "rand":
+        raise ValueError("`version`='rand' needs a randomized logits_fn(key, x) and fresh-key "
+                         "scoring: use evaluation.autoattack.")
+    V.check_choice(norm, "norm", ("linf", "l2"))
+    V.check_positive(eps, "eps")
+    if not callable(logits_fn):
+        raise ValueError(f"`logits_fn` must be callable, got {type(logits_fn).__name__}.")
+
+    def run(key, x, y):
+        x = jnp.asarray(x)
+        y = jnp.asarray(y)
+        k = int(jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1])
+        members = dict(attacks) if attacks is not None else autoattack_members(
+            version, eps=eps, norm=norm, num_classes=k, n_iter=n_iter, n_queries=n_queries)
+        robust = jnp.argmax(logits_fn(x), axis=-1) == y
+        x_adv = x
+        for name, attack in members.items():
+            xa = jax.lax.stop_gradient(attack(logits_fn, _name_key(key, name, 0), x, y))
+            broken = robust & (jnp.argmax(logits_fn(xa), axis=-1) != y)
+            x_adv = jnp.where(broken.reshape((-1,) + (1,) * (x.ndim - 1)), xa, x_adv)
+            robust = robust & ~broken
+        return jax.lax.stop_gradient(x_adv)
+
+    return run

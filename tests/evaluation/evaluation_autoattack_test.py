@@ -137,3 +137,27 @@ def test_autoattack_bad_input():
     cheat = {"far": lambda lf, k, v, w: jnp.clip(v + 0.5, 0.0, 1.0)}
     with pytest.raises(ValueError, match="left the linf ball"):
         ev.autoattack(f, key, x, y, eps=0.1, attacks=cheat, progress=False)
+
+
+def test_pure_autoattack_fn_matches_host_ensemble_under_jit():
+    f, x, y = _model()
+    eps = 0.06
+    members = {
+        "fgsm-half": functools.partial(attacks.fgsm, eps=eps / 2),
+        "pgd-cw": functools.partial(attacks.pgd, eps=eps, steps=5, loss="cw",
+                                    random_start=False),
+    }
+    aa = jax.jit(ev.autoattack_fn(f, eps=eps, attacks=members))
+    xa = np.asarray(aa(jax.random.key(0), jnp.asarray(x), jnp.asarray(y)))
+    res = ev.autoattack(f, jax.random.key(0), x, y, eps=eps, attacks=members, progress=False)
+    m = _margin(f, xa, y)
+    stable = np.abs(m) > 1e-4
+    assert stable.mean() > 0.9
+    np.testing.assert_array_equal(((m > 0) & res.clean_correct)[stable], res.robust[stable])
+    assert np.max(np.abs(xa - x)) <= eps + 1e-6
+    # As a column of robustness_report (a BoundAttack compiled once).
+    rep = ev.robustness_report(f, x, y, {"AA": ev.autoattack_fn(f, eps=eps, attacks=members)},
+                               key=jax.random.key(0), progress=False)
+    assert abs(rep.robust_accuracy["AA"] - res.robust_accuracy) <= 1.5 / len(y)
+    with pytest.raises(ValueError, match="rand"):
+        ev.autoattack_fn(f, eps=eps, version="rand")
