@@ -5,7 +5,9 @@ from robustjax.certify._lower_bounds import linear_lower_bound
 from robustjax.certify._lower_bounds import one_hidden_lower_bound
 from robustjax.certify._lower_bounds import theorem1_init
 from robustjax.certify._lower_bounds import theorem2_init
+from robustjax.certify._upper_bounds import box_bound
 from robustjax.certify._upper_bounds import dual_init
+from robustjax.certify._upper_bounds import ellipsoid_bound
 from robustjax.certify._upper_bounds import frobenius_bound
 from robustjax.certify._upper_bounds import linear_upper_bound
 from robustjax.certify._upper_bounds import multiclass_sdp_bound
@@ -19,7 +21,9 @@ from robustjax.certify._upper_bounds import spectral_bound
 
 __all__ = [
     "LowerBoundResult",
+    "box_bound",
     "dual_init",
+    "ellipsoid_bound",
     "frobenius_bound",
     "linear_lower_bound",
     "linear_upper_bound",

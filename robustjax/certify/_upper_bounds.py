@@ -15,6 +15,18 @@ For :math:`f(x) = v^\top\sigma(Wx)` with :math:`\nabla\sigma \in [0, 1]`, flows 
 in ``[-1, 1]``, and a diagonal flow moves along both axes); for inputs with
 :math:`\|x\|_\infty \le 1` as in the lower-bound attacks, :math:`\kappa = 4`.
 
+**What is certified.** :math:`M^\top M` is singular on constant flows (a translation has zero
+total variation), so every bound here, like Prop. 2's box, holds for **zero-mean flows** with
+:math:`\|Mr\| \le \epsilon`; a translation is outside the certified set. **Units:** the
+library's :math:`\|Mr\|` is Eqn 2's :math:`\ell_{diff}` (:math:`M^\top M = 2S`,
+:func:`robustjax.spatial.tv_gram`), so the library's :math:`\epsilon` is :math:`\sqrt 2`
+times the paper's for the same set of flows (the paper's Prop. 1 matrix is :math:`S`).
+
+Bounds: :func:`sdp_dual_bound` (SDP relaxation, Sec. 4.1), :func:`box_bound` (norm bounds via
+the AABB of Prop. 2), :func:`ellipsoid_bound` (norm bounds via the ellipsoid itself), and the
+paper's literal forms :func:`frobenius_bound` / :func:`spectral_bound`
+(:math:`\epsilon\|W\|\|v\|`, which are *not* valid flow bounds: no flow factor).
+
 The SDP value :math:`\max \mathrm{tr}(ZP)` s.t. :math:`\mathrm{diag}(Z) \le 1, Z \succeq 0` is
 computed host-side with cvxpy (:func:`sdp_bound`); the differentiable training regulariser is the
 dual bound (:func:`sdp_dual_bound`), valid for every ``c`` (weak duality).
@@ -36,6 +48,8 @@ from robustjax._src.types import Array, ArrayLike
 __all__ = [
     "frobenius_bound",
     "spectral_bound",
+    "box_bound",
+    "ellipsoid_bound",
     "linear_upper_bound",
     "sdp_matrix",
     "pairwise_sdp_matrices",
@@ -52,9 +66,11 @@ def frobenius_bound(w: ArrayLike, v: ArrayLike, *, eps: float) -> Array:
     r"""Frobenius bound :math:`\epsilon\|W\|_F\|v\|_2` (appendix, "naive bounds"; Raghunathan
     et al. 2018's Fro-NN regulariser). Differentiable in ``w [h, d]``, ``v [h]``. Scalar.
 
-    Note: as in the paper this is the pixel-perturbation bound reused as is; it carries no flow
-    factor (:math:`\lambda`, :math:`\kappa`) and is not a proven bound on the spatial
-    :math:`\ell_{adv}`. Always :math:`\ge` :func:`spectral_bound`. Cost ``O(h·d)``.
+    Note: this is the paper's literal form, the pixel-perturbation bound reused as is; it
+    carries no flow factor (:math:`\lambda` or :math:`\rho`, :math:`\kappa`) and is not a
+    proven bound on the spatial :math:`\ell_{adv}` -- :func:`box_bound` and
+    :func:`ellipsoid_bound` are. ``eps`` is in the paper's units. Always :math:`\ge`
+    :func:`spectral_bound`. Cost ``O(h·d)``.
     """
     V.check_nonnegative(eps, "eps")
     return eps * jnp.linalg.norm(jnp.asarray(w)) * jnp.linalg.norm(jnp.asarray(v))
@@ -67,6 +83,53 @@ def spectral_bound(w: ArrayLike, v: ArrayLike, *, eps: float) -> Array:
     """
     V.check_nonnegative(eps, "eps")
     return eps * jnp.linalg.norm(jnp.asarray(w), ord=2) * jnp.linalg.norm(jnp.asarray(v))
+
+
+def box_bound(w: ArrayLike, v: ArrayLike, lam: ArrayLike, *, eps: float, norm: str = "fro",
+              jacobian_bound: float = 2.0) -> Array:
+    r"""Valid norm bound through the AABB of Prop. 2 (a box around the flow ellipsoid):
+
+    .. math:: \ell_{adv} \le \kappa\,\epsilon\,\sqrt d\,
+        \|W\mathrm{diag}(\lambda)\|\,\|v\|_2
+
+    (:math:`\|\cdot\|` Frobenius or spectral): :math:`\ell_{adv} \le \kappa\epsilon\max
+    s^\top\mathrm{diag}(v)W\mathrm{diag}(\lambda)t` over :math:`|s|, |t| \le 1` (module
+    docstring) and :math:`\|s \odot v\|_2 \le \|v\|_2`, :math:`\|t\|_2 \le \sqrt d`.
+    Certifies zero-mean flows with :math:`\|Mr\| \le \epsilon` (library units, see
+    :func:`robustjax.spatial.ellipsoid_radius`). ``w [h, d]``, ``v [h]``, ``lam [d]``; scalar.
+    Cost ``O(h·d)`` (fro) or one SVD (spectral).
+    """
+    V.check_nonnegative(eps, "eps")
+    V.check_choice(norm, "norm", ("fro", "spectral"))
+    w = jnp.asarray(w)
+    wl = w * jnp.asarray(lam)[None, :]
+    nw = jnp.linalg.norm(wl) if norm == "fro" else jnp.linalg.norm(wl, ord=2)
+    return (jacobian_bound * eps * jnp.sqrt(w.shape[1]) * nw
+            * jnp.linalg.norm(jnp.asarray(v)))
+
+
+def ellipsoid_bound(w: ArrayLike, v: ArrayLike, radius: float, *, eps: float,
+                    norm: str = "fro", jacobian_bound: float = 2.0) -> Array:
+    r"""Valid norm bound through the flow ellipsoid itself (no bounding box):
+
+    .. math:: \ell_{adv} \le \kappa\,\epsilon\,\rho\,\|W\|\,\|v\|_2
+
+    with :math:`\rho` = :func:`robustjax.spatial.ellipsoid_radius` (:math:`\max\|r\|_2` over
+    :math:`\|Mr\| \le 1`, zero-mean flows). Proof: :math:`\ell_{adv} = \int_0^1
+    (W^\top\mathrm{diag}(\nabla\sigma) v)^\top \mathrm{D}g\, r\,dz` with
+    :math:`\nabla\sigma \in [0, 1]^h` and :math:`|\mathrm{D}g_{ii}| \le \kappa`, so
+    :math:`\ell_{adv} \le \|W\|_2\|v\|_2\,\kappa\|r\|_2` (and
+    :math:`\|W\|_2 \le \|W\|_F`). Not ordered with :func:`box_bound` in general (the box
+    puts :math:`\lambda` inside the norm), but :math:`\rho \le \|\lambda\|_2 \le \sqrt d
+    \max_i\lambda_i`, and on MNIST-sized grids it is several times tighter. Certifies
+    zero-mean flows with :math:`\|Mr\| \le \epsilon` (library
+    units). ``w [h, d]``, ``v [h]``; scalar. Cost ``O(h·d)`` (fro) or one SVD (spectral).
+    """
+    V.check_nonnegative(eps, "eps")
+    V.check_choice(norm, "norm", ("fro", "spectral"))
+    w = jnp.asarray(w)
+    nw = jnp.linalg.norm(w) if norm == "fro" else jnp.linalg.norm(w, ord=2)
+    return jacobian_bound * eps * radius * nw * jnp.linalg.norm(jnp.asarray(v))
 
 
 def linear_upper_bound(v: ArrayLike, lam: ArrayLike, *, eps: float,

@@ -8,6 +8,7 @@ from robustjax.spatial._adv_loss import warp_jacobian_diag
 from robustjax.spatial._flow import FLOW_LOSS_FORMS
 from robustjax.spatial._flow import TVFactors
 from robustjax.spatial._flow import aabb_radii
+from robustjax.spatial._flow import ellipsoid_radius
 from robustjax.spatial._flow import flow_loss
 from robustjax.spatial._flow import neighbour_matrices
 from robustjax.spatial._flow import tv_factors
@@ -21,6 +22,7 @@ __all__ = [
     "adversarial_loss",
     "adversarial_loss_linear",
     "adversarial_loss_midpoint",
+    "ellipsoid_radius",
     "flow_loss",
     "neighbour_matrices",
     "tv_factors",

@@ -41,6 +41,7 @@ __all__ = [
     "TVFactors",
     "tv_factors",
     "aabb_radii",
+    "ellipsoid_radius",
 ]
 
 FLOW_LOSS_FORMS = ("paper", "stadv", "stadv_pixel")
@@ -246,3 +247,27 @@ def aabb_radii(height: int, width: int, *, ridge: float = 0.0) -> Array:
     pseudo-inverse is used (the box is exact for that set). See :func:`tv_factors`.
     """
     return tv_factors(height, width, ridge=ridge).lam
+
+
+def ellipsoid_radius(height: int, width: int, *, ridge: float = 0.0) -> float:
+    r"""Largest :math:`\|r\|_2` on the flow ellipsoid :math:`\{r : \|Mr\| \le 1\}`:
+    :math:`\rho = \|M^{-1}\|_2 = 1/\sqrt{\mu_{min}}`, :math:`\mu_{min}` the smallest
+    (nonzero, with ``ridge=0``) eigenvalue of :math:`M^\top M`.
+
+    With ``ridge = 0`` this covers zero-mean flows only (a constant flow, a translation, has
+    :math:`\|Mr\| = 0` and unbounded norm). Library units: :math:`\|Mr\|` is Eqn 2's
+    :math:`\ell_{diff}` (:func:`tv_gram`), so the same set is :math:`\epsilon/\sqrt 2` in the
+    paper's units when the paper's :math:`M^\top M = S` (Prop. 1 without the factor 2).
+
+    :math:`\rho\epsilon \le \epsilon\|\lambda\|_2` (the AABB's diagonal, Prop. 2), since
+    :math:`\|\lambda\|_2^2 = \mathrm{tr}((M^\top M)^{-1}) \ge 1/\mu_{min}`; bounds that use
+    the ellipsoid instead of its bounding box are therefore tighter (see
+    :func:`robustjax.certify.ellipsoid_bound`). Python float; cost: one cached ``eigh``
+    (:func:`tv_factors`).
+    """
+    _check_hw(height, width)
+    V.check_nonnegative(ridge, "ridge")
+    g = _gram_np(int(height), int(width)) + float(ridge) * np.eye(height * width)
+    w = np.linalg.eigvalsh(g)
+    tol = 1e-9 * max(float(w.max()), 1.0)
+    return float(1.0 / np.sqrt(w[w > tol].min()))

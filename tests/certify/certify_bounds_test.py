@@ -231,3 +231,57 @@ def test_optimize_dual_bm_validation():
         C.optimize_dual_bm(p, jax.random.key(0), split=p.shape[0])
     with pytest.raises(ValueError, match="rank"):
         C.optimize_dual_bm(p, jax.random.key(0), rank=0)
+
+
+def test_ellipsoid_radius_is_attained_and_bounds_every_zero_mean_flow():
+    h, w = 4, 5
+    g = np.asarray(S.tv_gram(h, w), np.float64)
+    rho = S.ellipsoid_radius(h, w)
+    mu, u = np.linalg.eigh(g)
+    k = int(np.argmax(mu > 1e-6))  # smallest nonzero eigenvalue (index 0: constants)
+    r = u[:, k] / np.sqrt(mu[k])  # ||M r||^2 = r^T G r = 1
+    np.testing.assert_allclose(r @ g @ r, 1.0, rtol=1e-9)
+    np.testing.assert_allclose(np.linalg.norm(r), rho, rtol=1e-6)  # attained
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        z = rng.normal(size=h * w)
+        z -= z.mean()  # zero-mean: the certified set
+        z /= np.sqrt(z @ g @ z)
+        assert np.linalg.norm(z) <= rho * (1 + 1e-9)
+    # tighter than the AABB's diagonal: rho <= ||lambda||_2
+    assert rho <= float(np.linalg.norm(np.asarray(S.aabb_radii(h, w)))) + 1e-6
+
+
+def test_box_and_ellipsoid_bounds_are_valid_by_sampling_and_ellipsoid_tighter():
+    w, v = _net(5)
+    f = _f_hidden(w, v)
+    lam = S.aabb_radii(H, W)
+    rho = S.ellipsoid_radius(H, W)
+    eps = 0.3
+    g = np.asarray(S.tv_gram(H, W), np.float64)
+    bounds = {(kind, norm): float(fn(norm)) for kind, fn in (
+        ("box", lambda nm: C.box_bound(w, v, lam, eps=eps, norm=nm, jacobian_bound=2.0)),
+        ("ell", lambda nm: C.ellipsoid_bound(w, v, rho, eps=eps, norm=nm, jacobian_bound=2.0)))
+        for norm in ("fro", "spectral")}
+    wn, vn, ln = (np.asarray(a, np.float64) for a in (w, v, lam))
+    np.testing.assert_allclose(bounds["ell", "fro"], 2 * eps * rho * np.linalg.norm(wn)
+                               * np.linalg.norm(vn), rtol=1e-5)
+    np.testing.assert_allclose(bounds["box", "spectral"], 2 * eps * np.sqrt(D) * np.linalg.norm(
+        wn * ln[None], 2) * np.linalg.norm(vn), rtol=1e-5)
+    rng = np.random.default_rng(1)
+    worst = 0.0
+    for _ in range(300):  # images in [0, 1], zero-mean flows on the boundary ||M r|| = eps
+        x = rng.uniform(size=D).astype(np.float32)
+        r = rng.normal(size=D)
+        r -= r.mean()
+        r *= eps / np.sqrt(r @ g @ r)
+        loss = float(f(S.warp_diagonal(x, jnp.asarray(r, jnp.float32), shape=(H, W))) - f(x))
+        worst = max(worst, abs(loss))
+    assert worst > 0
+    for b in bounds.values():
+        assert worst <= b
+    # at this size the ellipsoid bound is the tighter one for each norm
+    assert bounds["ell", "spectral"] < bounds["box", "spectral"]
+    assert bounds["ell", "fro"] < bounds["box", "fro"]
+    with pytest.raises(ValueError, match="norm"):
+        C.ellipsoid_bound(w, v, rho, eps=eps, norm="l1")
