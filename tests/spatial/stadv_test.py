@@ -185,3 +185,29 @@ def test_stadv_validation(mnist_model):
         stadv(logits_fn, jax.random.key(0), x, y, steps=0)
     with pytest.raises(ValueError, match="y"):
         stadv(logits_fn, jax.random.key(0), x, y[:2])
+
+
+def test_stadv_lbfgs_reaches_a_known_attainable_flow_that_adam_at_lr_001_cannot():
+    """A bar in column 3 of an 8x8 image; class 0 scores 1.2 x the mass in column 3, class 1
+    a constant 4. Shifting the bar's pixels by u in (0, 1) pixel leaves (1 - u) of it in
+    column 3, so the decision flips exactly when u > 1 - 4/9.6 = 0.583 on average: a flow of
+    0.6-1 pixel is attainable and suffices, any flow of at most 0.5 pixel cannot (class 0 keeps
+    >= 4.8). L-BFGS (Xiao et al.'s optimiser) must reach it; Adam at step 0.01 for 50 steps
+    (the experiment's former setting) moves no coordinate more than 0.5 pixel and cannot."""
+    x = np.zeros((1, 8, 8, 1), np.float32)
+    x[0, :, 3, 0] = 1.0
+    y = jnp.asarray([0], jnp.int32)
+
+    def logits_fn(z):
+        s3 = jnp.sum(z[:, :, 3, 0], 1)
+        return jnp.stack([1.2 * s3, jnp.full_like(s3, 4.0)], -1)
+
+    assert int(jnp.argmax(logits_fn(x), -1)[0]) == 0
+    xa, flow = stadv_flow(logits_fn, jax.random.key(0), x, y, tau=0.0005, steps=50,
+                          optimizer="lbfgs")
+    assert int(jnp.argmax(logits_fn(xa), -1)[0]) == 1
+    assert float(jnp.max(jnp.abs(flow))) > 0.55  # beyond what 50 Adam steps of 0.01 allow
+    xa2, flow2 = stadv_flow(logits_fn, jax.random.key(0), x, y, tau=0.0005, steps=50,
+                            optimizer="adam", learning_rate=0.01)
+    assert float(jnp.max(jnp.abs(flow2))) <= 0.5 + 1e-5
+    assert int(jnp.argmax(logits_fn(xa2), -1)[0]) == 0
