@@ -96,10 +96,6 @@ def _objective(config, method: str, steps: int, steps_per_epoch: int):
     raise ValueError(f"unknown method {method!r}")
 
 
-def _fmt(v) -> str:
-    return "-" if v is None else f"{100.0 * v:.2f}%"
-
-
 def _markdown(title: str, header: list[str], rows: list[list[str]]) -> str:
     lines = [f"**{title}**", "", "| " + " | ".join(header) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
@@ -122,7 +118,7 @@ def _gamma(logits_fn, key, x, y, config):
         return linearity.local_linearity(
             loss_fn, key, x, eps=config.eps, num_steps=config.gamma_steps,
             step_size=config.gamma_step_size, norm="linf", step_rule="adam", box=(0.0, 1.0),
-            num_restarts=config.gamma_restarts).gamma
+            num_restarts=config.gamma_restarts, unroll=config.get("eval_unroll")).gamma
 
     out = []
     bs = config.eval_batch_size
@@ -190,6 +186,42 @@ def _plot_surface(t, z, path: str, title: str) -> None:
     plt.close(fig)
 
 
+def _plot_training(histories: dict, path: str) -> None:
+    """Training curves: nominal loss, linear term, γ and adversarial accuracy per model."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ("loss", "nominal_loss", "linear_term", "gamma", "accuracy", "adv_accuracy")
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6))
+    for ax, k in zip(axes.ravel(), keys):
+        for name, recs in histories.items():
+            pts = [(r["step"], r[k]) for r in recs if k in r and math.isfinite(r[k])]
+            if pts:
+                ax.plot(*zip(*pts), label=name)
+        ax.set_title(k)
+        ax.set_xlabel("step")
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _acc(report, column: str) -> tuple[int, int]:
+    """``(robust-correct count, n)`` of ``column`` (``"Nominal"`` = clean)."""
+    import numpy as np
+
+    v = report.clean_correct if column == "Nominal" else report.robust_correct[column]
+    return int(np.sum(v)), int(v.shape[0])
+
+
+def _cell(report, column: str) -> str:
+    from robustjax import evaluation
+
+    k, n = _acc(report, column)
+    return evaluation.format_accuracy(k, n)
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
     """Run the experiment; returns the results dictionary also written to ``results.json``."""
     import jax
@@ -198,6 +230,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     from robustjax import data, evaluation, models, training
     from robustjax.evaluation import _protocols
 
+    t_start, c_start = time.perf_counter(), time.process_time()
     os.makedirs(workdir, exist_ok=True)
     model = _model(config)
     key = jax.random.key(config.seed)
@@ -207,22 +240,28 @@ def train_and_evaluate(config, workdir: str) -> dict:
     steps_per_epoch = len(train.labels) // config.batch_size
     total_steps = steps_per_epoch * config.num_epochs
     runs = _runs(config)
+    acc_attacks = tuple(a for a in config.eval_attacks if a != "Random-Targeted")
+    want_rt = "Random-Targeted" in tuple(config.eval_attacks)
+    unroll = config.get("eval_unroll")
+    surface_models = tuple(config.get("surface_models") or runs)
 
     results: dict = {"config": config.to_dict(), "num_train": int(len(train.labels)),
                      "num_test": int(len(test.labels)), "models": {}, "timings_s": {}}
-    reports, gammas = {}, {}
+    reports, gammas, rts, histories = {}, {}, {}, {}
     for i, (name, (method, steps)) in enumerate(runs.items()):
         tx = training.make_optimizer(
             config.optimizer, learning_rate=config.learning_rate, schedule=config.schedule,
             total_steps=total_steps, decay_boundaries=tuple(config.decay_boundaries),
             momentum=config.momentum)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         state, history = training.fit(
             model, _objective(config, method, steps, steps_per_epoch), train,
             key=jax.random.fold_in(k_train, i), num_epochs=config.num_epochs,
-            batch_size=config.batch_size, tx=tx, eval_ds=test, progress=config.progress,
-            workdir=os.path.join(workdir, name))
-        t_train = time.perf_counter() - t0
+            batch_size=config.batch_size, tx=tx, eval_ds=None, progress=config.progress,
+            log_every=config.get("log_every", 50), workdir=os.path.join(workdir, name))
+        t_train, c_train = time.perf_counter() - t0, time.process_time() - c0
+        histories[name] = [{k: float(v) for k, v in r.items() if isinstance(v, (int, float))}
+                           for r in history["train"]]
         variables = {"params": state.params}
         if state.batch_stats:
             variables["batch_stats"] = state.batch_stats
@@ -233,73 +272,126 @@ def train_and_evaluate(config, workdir: str) -> dict:
             multi_targeted_steps=config.eval_mt_steps,
             multi_targeted_restarts=config.eval_mt_restarts,
             fgsm_steps=config.eval_fgsm_steps, monitor_steps=config.eval_monitor_steps,
-            include=tuple(config.eval_attacks))
-        t0 = time.perf_counter()
+            include=acc_attacks, unroll=unroll)
+        t0, c0 = time.perf_counter(), time.process_time()
         report = evaluation.robustness_report(
             logits_fn, test.images, test.labels, suite, key=k_eval,
             batch_size=config.eval_batch_size, progress=config.progress, desc=name)
-        t_eval = time.perf_counter() - t0
+        if want_rt:
+            rts[name] = _protocols.random_targeted_success_rate(
+                logits_fn, test.images, test.labels, key=k_eval, eps=config.eps,
+                steps=config.eval_steps, restarts=config.eval_restarts, unroll=unroll,
+                batch_size=config.eval_batch_size, progress=config.progress)
+        t_eval, c_eval = time.perf_counter() - t0, time.process_time() - c0
         reports[name] = report
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         n_g = min(config.num_gamma, len(test.labels))
         gammas[name] = _gamma(logits_fn, k_gamma, test.images[:n_g], test.labels[:n_g], config)
-        j = config.surface_index
-        x, y = test.images[j:j + 1], test.labels[j:j + 1]
-        x_adv = suite["Untargeted"](k_surf, x, y)
-        t, z = _loss_surface(logits_fn, k_surf, x, y, x_adv, config)
-        _plot_surface(t, z, os.path.join(workdir, f"loss_surface_{name}.png"),
-                      f"{name}: loss around test image {j}")
-        t_diag = time.perf_counter() - t0
+        surface = None
+        if name in surface_models:
+            j = config.surface_index
+            x, y = test.images[j:j + 1], test.labels[j:j + 1]
+            x_adv = suite["Untargeted"](k_surf, x, y) if "Untargeted" in suite else x
+            t, z = _loss_surface(logits_fn, k_surf, x, y, x_adv, config)
+            _plot_surface(t, z, os.path.join(workdir, f"loss_surface_{name}.png"),
+                          f"{name}: loss around test image {j}")
+            surface = [float(np.min(z)), float(np.max(z))]
+        t_diag, c_diag = time.perf_counter() - t0, time.process_time() - c0
 
         g = gammas[name]
-        train_last = history["train"][-1] if history["train"] else {}
-        results["models"][name] = {
+        train_last = histories[name][-1] if histories[name] else {}
+        entry = {
             "method": method, "inner_steps": steps,
             "nominal": report.clean_accuracy,
             "robust_accuracy": dict(report.robust_accuracy),
+            "wilson95": {c: [float(b) for b in evaluation.wilson_interval(*_acc(report, c))]
+                         for c in ("Nominal", *report.attack_names)},
             "gamma_mean": float(np.mean(g)), "gamma_median": float(np.median(g)),
             "sqrt_gamma_mean": float(np.mean(np.sqrt(np.maximum(g, 0.0)))),
-            "loss_surface_range": [float(np.min(z)), float(np.max(z))],
-            "train_last": {k: v for k, v in train_last.items()
-                           if isinstance(v, (int, float)) and math.isfinite(v)},
+            "sqrt_gamma_median": float(np.median(np.sqrt(np.maximum(g, 0.0)))),
+            "sqrt_gamma_quartiles": [float(q) for q in
+                                     np.quantile(np.sqrt(np.maximum(g, 0.0)), [0.25, 0.75])],
+            "loss_surface_range": surface,
+            "train_last": {k: v for k, v in train_last.items() if math.isfinite(v)},
+            "train_curve": histories[name],
         }
-        results["timings_s"][name] = {"train": t_train, "eval": t_eval, "diagnostics": t_diag}
+        if want_rt:
+            rt = rts[name]
+            entry["random_targeted_success_rate"] = rt.success_rate
+            entry["random_targeted_wilson95"] = list(rt.interval)
+        results["models"][name] = entry
+        results["timings_s"][name] = {"train": t_train, "eval": t_eval, "diagnostics": t_diag,
+                                      "train_cpu": c_train, "eval_cpu": c_eval,
+                                      "diagnostics_cpu": c_diag}
         with open(os.path.join(workdir, "results.json"), "w") as f:  # partial, per model
             json.dump(results, f, indent=2, default=float)
 
     _plot_histograms(gammas, os.path.join(workdir, "gamma_histogram.png"), config.eps)
+    _plot_training(histories, os.path.join(workdir, "training_curves.png"))
 
     names = list(runs)
     fgsm_k, pgd_m = f"FGSM-{config.eval_fgsm_steps}", f"PGD-{config.eval_monitor_steps}"
+    rt_col = [_protocols.RANDOM_TARGETED_NAME + " (↓)"] if want_rt else []
+
+    def rt_cell(n):
+        return [evaluation.format_accuracy(rts[n].successes, rts[n].n)] if want_rt else []
+
     main_table = config.get("main_table", True)
-    main_rows = [[n, str(runs[n][1]), _fmt(reports[n].clean_accuracy)]
-                 + [_fmt(reports[n].robust_accuracy[c]) for c in MAIN_COLUMNS]
+    main_cols = tuple(c for c in MAIN_COLUMNS if c in acc_attacks)
+    main_rows = [[n, str(runs[n][1]), _cell(reports[n], "Nominal")]
+                 + [_cell(reports[n], c) for c in main_cols] + rt_cell(n)
                  for n in (names[:3] if main_table else [])]
     obf_names = [n for n in names
                  if runs[n][1] in tuple(config.obfuscation_steps) and runs[n][0] in ("adv", "llr")]
     obf_names.sort(key=lambda n: (runs[n][0], runs[n][1]))
     obf_cols = tuple(c for c in ("FGSM", fgsm_k, pgd_m, "Untargeted", "Multi-Targeted")
                      if c in reports[names[0]].robust_accuracy)
-    obf_rows = [[n, str(runs[n][1]), _fmt(reports[n].clean_accuracy)]
-                + [_fmt(reports[n].robust_accuracy[c]) for c in obf_cols] for n in obf_names]
+    has_gap = "FGSM" in obf_cols and "Multi-Targeted" in obf_cols
+
+    def gap(n):
+        r = reports[n].robust_accuracy
+        return [f"{100 * (r['FGSM'] - r['Multi-Targeted']):+.1f}"] if has_gap else []
+
+    def sqrt_gamma(n):
+        m = results["models"][n]
+        return [f"{m['sqrt_gamma_mean']:.3f} / {m['sqrt_gamma_median']:.3f}"]
+
+    obf_rows = [[config.get("row_labels", {}).get(n, n), str(runs[n][1]),
+                 _cell(reports[n], "Nominal")]
+                + [_cell(reports[n], c) for c in obf_cols] + gap(n) + sqrt_gamma(n)
+                for n in obf_names]
     data_name = f"{config.dataset}, {len(test.labels)} test examples, ℓ∞ ε = {config.eps:g}"
+    protocol = (
+        f"Accuracies in % with Wilson 95 % intervals; an example counts as robust only if it "
+        f"is also correct clean. Untargeted = Adam PGD, {config.eval_steps} steps, step "
+        f"schedule 0.1/0.01/0.001 (F.1), {config.eval_restarts} restart(s); Multi-Targeted = "
+        f"{config.eval_mt_steps} Adam steps of 0.1 per target (9 targets), "
+        f"{config.eval_mt_restarts} restart(s), margin loss; {fgsm_k} = sign steps of ε/10 "
+        f"from a random start; FGSM = one sign step of ε. √γ = √γ(ε, x) on the first "
+        f"{min(config.num_gamma, len(test.labels))} test digits ({config.gamma_steps} Adam "
+        f"steps of {config.gamma_step_size:g}, best of {config.gamma_restarts} restarts), mean "
+        f"/ median.")
+    if config.get("table_note"):
+        protocol += " " + config.table_note
     table = "\n\n".join(([
         _markdown(f"LLR vs baselines ({data_name})",
-                  ["Methods", "PGD steps", "Nominal", *MAIN_COLUMNS], main_rows)]
+                  ["Methods", "PGD steps", "Nominal", *main_cols, *rt_col], main_rows)]
         if main_table else []) + [
         _markdown(f"Gradient obfuscation, cf. Table F4 ({data_name})",
-                  ["Methods", "PGD steps", "Nominal", *obf_cols], obf_rows),
-        (f"Protocol: Untargeted = Adam PGD, {config.eval_steps} steps, step schedule "
-         f"0.1/0.01/0.001, {config.eval_restarts} restart(s); Multi-Targeted = "
-         f"{config.eval_mt_steps} Adam steps of 0.1 per target, {config.eval_mt_restarts} "
-         f"restart(s); {fgsm_k} = sign steps of ε/10; {pgd_m} = sign steps of 2.5ε/"
-         f"{config.eval_monitor_steps}; FGSM = one step of ε."),
+                  ["Methods", "PGD steps", "Nominal", *obf_cols]
+                  + (["FGSM − MT (pts)"] if has_gap else []) + ["√γ mean / median"],
+                  obf_rows),
+        protocol,
     ])
     results["tables_markdown"] = table
     results["devices"] = [str(d) for d in jax.devices()]
+    results["total_wall_s"] = time.perf_counter() - t_start
+    results["total_cpu_s"] = time.process_time() - c_start
     _common.write_outputs(workdir, results, table, timings=json.dumps(
-        {k: {kk: round(vv, 1) for kk, vv in v.items()} for k, v in results["timings_s"].items()}))
+        {k: {kk: round(vv, 1) for kk, vv in v.items()} for k, v in results["timings_s"].items()}
+        | {"total_wall": round(results["total_wall_s"], 1),
+           "total_cpu": round(results["total_cpu_s"], 1)}))
     return results
 
 
