@@ -7,6 +7,8 @@ the rng name ``"dropout"``. :func:`make_logits_fn` turns a model and its variabl
 ``logits_fn`` that the core layer consumes.
 """
 
+from robustjax.models._adapt import NNXModel
+from robustjax.models._adapt import as_model
 from robustjax.models._cnn import LeNet5
 from robustjax.models._cnn import MadryCNN
 from robustjax.models._cnn import MnistCNN
@@ -57,6 +59,8 @@ from robustjax.models._stn import STNClassifier
 from robustjax.models._stn import affine_flow
 
 __all__ = [
+    "NNXModel",
+    "as_model",
     "STNClassifier",
     "affine_flow",
     "AdvGANDiscriminator",

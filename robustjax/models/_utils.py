@@ -84,14 +84,32 @@ def init_model(
     return dict(init(params_key, dropout_key))
 
 
-def make_logits_fn(model: nn.Module, variables: PyTree) -> LogitsFn:
-    """The eval-mode ``logits_fn(x [N, H, W, C]) -> [N, K]`` of ``model`` with ``variables``.
+def make_logits_fn(model: Any, variables: PyTree | None = None, *,
+                   train: bool = False) -> LogitsFn:
+    """The ``logits_fn(x [N, H, W, C]) -> [N, K]`` of ``model`` with ``variables``.
 
-    Batch norm uses its running statistics and dropout is off, so the function is deterministic
-    and per-example (vmap-able); it closes over ``variables`` (pass new ones by calling this
-    again, or close over them yourself inside a traced function).
+    ``model`` is a Flax Linen module (with or without a ``train`` argument) or a Flax NNX module
+    (see :func:`robustjax.models.as_model`); for an NNX module ``variables`` defaults to its
+    current state. **Evaluate and attack in eval mode** (the default ``train=False``): batch
+    norm uses its running statistics and dropout is off, so the function is deterministic and
+    per-example (vmap-able). ``train=True`` normalises with the statistics of the batch being
+    attacked (examples interact, statistics are not updated) and is rarely what an evaluation
+    wants. The function closes over ``variables`` (pass new ones by calling this again, or
+    close over them yourself inside a traced function).
     """
+    from robustjax.models._adapt import as_model
+
+    model = as_model(model)
+    if variables is None:
+        if not hasattr(model, "params"):
+            raise ValueError("`variables` is required for a Linen model (only an NNX module "
+                             "carries its own state).")
+        variables = model.init()
+
     def logits_fn(x: jax.Array) -> jax.Array:
+        if train:
+            out = model.apply(variables, x, train=True, mutable=["batch_stats"])
+            return out[0] if isinstance(out, tuple) else out
         return model.apply(variables, x, train=False)
 
     return logits_fn

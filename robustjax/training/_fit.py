@@ -105,9 +105,13 @@ def fit(
     process passes the full dataset and feeds its own consecutive share of each global batch.
 
     Args:
-        model_or_state: a Flax Linen classifier (initialised here with the input shape of
-            ``train_ds``) or a :class:`TrainState` (then ``tx`` and the optimizer arguments are
-            ignored).
+        model_or_state: a Flax classifier — a Linen module (initialised here with the input
+            shape of ``train_ds``; a ``train`` argument is optional) or an NNX module (its
+            current parameters and batch statistics are the starting point; see
+            :func:`robustjax.models.as_model`) — or a :class:`TrainState` (then ``tx`` and the
+            optimizer arguments are ignored). Anything else raises ``ValueError``. To
+            evaluate or attack the result, ``robustjax.models.make_logits_fn(model,
+            {"params": state.params, "batch_stats": state.batch_stats})`` (eval mode).
         objective: ``objective(params, state, batch, key) -> (loss, (batch_stats, metrics))``.
         train_ds: ``Dataset(images [N,H,W,C], labels [N])``, a tuple, or a dict.
         key: PRNG key for initialisation, data order and the steps' randomness.

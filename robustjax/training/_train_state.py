@@ -56,7 +56,11 @@ def create_train_state(
     input_shape: Sequence[int],
     tx: optax.GradientTransformation,
 ) -> TrainState:
-    """Initialise a Flax Linen classifier and wrap it in a :class:`TrainState`.
+    """Initialise a Flax classifier (Linen or NNX) and wrap it in a :class:`TrainState`.
+
+    An NNX module is adapted by :func:`robustjax.models.as_model` (its current parameters and
+    batch statistics become the state; ``key`` only seeds dropout); a Linen module without a
+    ``train`` argument is called without it.
 
     The model is initialised with ``model.init({"params": k1, "dropout": k2}, zeros(input_shape),
     train=False)``, following the ``robustjax.models`` convention that every classifier takes a
@@ -81,6 +85,9 @@ def create_train_state(
         )
     if not isinstance(tx, optax.GradientTransformation):
         raise ValueError(f"`tx` must be an optax.GradientTransformation, got {type(tx)}.")
+    from robustjax.models._adapt import as_model
+
+    model = as_model(model)  # Linen (with or without `train`) or NNX; anything else: ValueError
     params_key, dropout_key = jax.random.split(key)
     rngs = {"params": params_key, "dropout": dropout_key}
     x = jnp.zeros(input_shape, jnp.float32)
