@@ -211,3 +211,19 @@ def test_stadv_lbfgs_reaches_a_known_attainable_flow_that_adam_at_lr_001_cannot(
                             optimizer="adam", learning_rate=0.01)
     assert float(jnp.max(jnp.abs(flow2))) <= 0.5 + 1e-5
     assert int(jnp.argmax(logits_fn(xa2), -1)[0]) == 0
+
+
+def test_stadv_keep_best_returns_the_smallest_successful_iterate(mnist_model):
+    """With kappa = 0 the attack settles on the decision boundary, so the last iterate is
+    adversarial only by chance; keep_best returns a successful iterate whenever one occurred."""
+    logits_fn, x, y = mnist_model
+    kw = dict(optimizer="adam", steps=40, learning_rate=0.05, tau=0.03, smoothing=0.0)
+    run = jax.jit(lambda xx, yy, kb: stadv_flow(logits_fn, jax.random.key(0), xx, yy,
+                                                keep_best=kb, **kw), static_argnums=2)
+    xa_last, _ = run(x, y, False)
+    xa_best, f_best = run(x, y, True)
+    fooled_last = _margin(logits_fn, xa_last, y) < 0
+    fooled_best = _margin(logits_fn, xa_best, y) < 0
+    assert np.all(fooled_best[fooled_last])  # never loses a success
+    assert fooled_best.sum() >= 6
+    np.testing.assert_allclose(S.warp(x, f_best), xa_best, atol=1e-6)
