@@ -8,6 +8,7 @@ from robustjax.training._distributed import define_distributed_flags
 from robustjax.training._distributed import initialize_distributed
 from robustjax.training._distributed import initialize_from_args
 from robustjax.training._fit import epoch_permutation
+from robustjax.training._fit import NonFiniteLossError
 from robustjax.training._fit import fit
 from robustjax.training._objectives import Objective
 from robustjax.training._objectives import adversarial_objective
@@ -63,6 +64,7 @@ from robustjax.training._spatial import sdp_regularizer
 from robustjax.training._spatial import spatial_adversarial_objective
 
 __all__ = [
+    "NonFiniteLossError",
     "DUAL_KEY",
     "init_sdp_dual",
     "mlp_weights",

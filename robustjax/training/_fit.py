@@ -7,6 +7,7 @@ import os
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -38,9 +39,37 @@ def as_arrays(ds: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
             f'with "image" and "label"; got {type(ds).__name__}.'
         )
     images, labels = np.asarray(images), np.asarray(labels)
-    validation.check_images(images, f"{name}.images", box=None)
+    if images.ndim == 4 and images.shape[-1] > min(images.shape[1:3]):
+        raise ValueError(
+            f"`{name}.images` must be NHWC [N, H, W, C] (channels last); got shape "
+            f"{images.shape}, whose channel count {images.shape[-1]} exceeds height/width — "
+            "an NCHW array? Transpose with x.transpose(0, 2, 3, 1).")
+    if images.ndim >= 1 and images.shape[0] == 0:
+        raise ValueError(f"`{name}` is empty (0 examples).")
+    if np.issubdtype(images.dtype, np.integer):
+        raise ValueError(f"`{name}.images` must be floats in [0, 1], got dtype {images.dtype} "
+                         "(divide by 255).")
+    validation.check_images(images, f"{name}.images", box=(0.0, 1.0))
     validation.check_labels(labels, f"{name}.labels", batch_size=images.shape[0])
     return images.astype(np.float32, copy=False), labels.astype(np.int32, copy=False)
+
+
+class NonFiniteLossError(ValueError, FloatingPointError):
+    """Training produced a non-finite loss; raised by :func:`fit` before the state is saved."""
+
+
+def _check_label_range(state, images, labels, name):
+    """Labels in ``[0, K)`` with ``K`` the model's class count (from ``jax.eval_shape``)."""
+    try:
+        variables = {"params": state.params}
+        if state.batch_stats:
+            variables["batch_stats"] = state.batch_stats
+        out = jax.eval_shape(lambda v, x: state.apply_fn(v, x, train=False), variables,
+                             jax.ShapeDtypeStruct((1,) + images.shape[1:], jnp.float32))
+    except Exception:  # noqa: BLE001 - a model that is not a classifier: nothing to check
+        return
+    if len(getattr(out, "shape", ())) == 2:
+        validation.check_labels(labels, f"{name}.labels", num_classes=int(out.shape[-1]))
 
 
 def epoch_permutation(key: PRNGKey, epoch: int, num_examples: int) -> np.ndarray:
@@ -184,6 +213,9 @@ def fit(
                 total_steps=total_steps, weight_decay=weight_decay, momentum=momentum,
             )
         state = create_train_state(model_or_state, init_key, (1,) + images.shape[1:], tx)
+    _check_label_range(state, images, labels, "train_ds")
+    if eval_ds is not None:
+        _check_label_range(state, eval_images, eval_labels, "eval_ds")
 
     is_chief = jax.process_index() == 0
     manager, log_path, history = None, None, {"train": [], "eval": [], "resumed_from": None}
@@ -249,8 +281,17 @@ def fit(
             # Blocking on every step keeps multi-device collectives from piling up (and
             # deadlocking on fake CPU devices); it also gives exact per-step metrics.
             metrics = _to_float(jax.block_until_ready(metrics))
-            pending.append(metrics)
+            finite = metrics.pop("_finite", 1.0) == 1.0
             done = step + 1
+            if not (finite and np.isfinite(metrics.get("loss", 0.0))):
+                raise NonFiniteLossError(
+                    f"fit: the training loss or its gradient became non-finite (loss "
+                    f"{metrics.get('loss')}) at step {done} (epoch "
+                    f"{done / steps_per_epoch:.2f}); stopped without saving this state"
+                    + (f" — the last checkpoint under {workdir} is the last good one"
+                       if manager is not None else "")
+                    + ". Lower the learning rate or check the data and the objective.")
+            pending.append(metrics)
             if bar is not None:
                 bar.update(1)
             if done % log_every == 0 or done == total_steps:

@@ -75,6 +75,12 @@ def make_train_step(objective: Objective, *, axis_name: str | None = None) -> Tr
         )
         metrics = dict(metrics)
         metrics.setdefault("loss", loss)
+        # 1.0 iff the optimised loss and every gradient are finite (fit stops otherwise, before
+        # the bad update is checkpointed); fit drops it from the logged metrics.
+        finite = jnp.isfinite(loss)
+        for g in jax.tree_util.tree_leaves(grads):
+            finite &= jnp.all(jnp.isfinite(g))
+        metrics["_finite"] = finite.astype(jnp.float32)
         if axis_name is not None:
             grads = jax.lax.pmean(grads, axis_name)
             metrics = jax.lax.pmean(metrics, axis_name)

@@ -5,6 +5,7 @@ import os
 import pickle
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -39,6 +40,7 @@ def test_fit_learns_mnist_and_logs(tmp_path):
 _RESUME = r"""
 import os, pickle, sys
 import jax
+import jax.numpy as jnp
 from robustjax import training
 from training_testlib import BNNet, flat, load_mnist
 workdir, mode, out = sys.argv[1:4]
@@ -138,3 +140,40 @@ def test_fit_validation(kwargs, match):
     train_ds = args.pop("train_ds")
     with pytest.raises(ValueError, match=match):
         training.fit(TinyMLP(), training.standard_objective(), train_ds, **args)
+
+
+def _bad_fit(images, labels, **kw):
+    return training.fit(TinyMLP(), training.standard_objective(), (images, labels),
+                        key=jax.random.key(0), num_steps=2, batch_size=4, progress=False, **kw)
+
+
+@pytest.mark.parametrize("images,labels,match", [
+    (np.zeros((8, 1, 8, 8), np.float32), np.zeros(8, np.int32), "NHWC"),
+    (np.zeros((8, 8, 8, 1), np.uint8), np.zeros(8, np.int32), "divide by 255"),
+    (np.full((8, 8, 8, 1), 255.0, np.float32), np.zeros(8, np.int32), r"\[0.0, 1.0\]"),
+    (np.full((8, 8, 8, 1), np.nan, np.float32), np.zeros(8, np.int32), "train_ds.images"),
+    (np.zeros((8, 8, 8, 1), np.float32), np.arange(1, 9, dtype=np.int32) + 2, r"\[0, 9\]"),
+    (np.zeros((0, 8, 8, 1), np.float32), np.zeros(0, np.int32), "empty"),
+])
+def test_fit_refuses_bad_data_before_training(images, labels, match, tmp_path):
+    with pytest.raises(ValueError, match=match):
+        _bad_fit(images, labels, workdir=tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists() or not os.listdir(
+        tmp_path / "run" / "checkpoints")
+
+
+def test_fit_stops_on_non_finite_loss_and_keeps_last_good_checkpoint(tmp_path):
+    x = np.random.default_rng(0).uniform(size=(16, 8, 8, 1)).astype(np.float32)
+    y = np.arange(16, dtype=np.int32) % 10
+    # An objective whose loss turns NaN at step 3 (the state's step counter is traced).
+    base = training.standard_objective()
+
+    def objective(params, state, batch, key):
+        loss, aux = base(params, state, batch, key)
+        return jnp.where(state.step >= 2, jnp.nan, loss), aux
+
+    with pytest.raises(training.NonFiniteLossError, match="at step 3"):
+        training.fit(TinyMLP(), objective, (x, y), key=jax.random.key(0), num_steps=6,
+                     batch_size=4, checkpoint_every=1, workdir=tmp_path, progress=False)
+    steps = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())
+    assert steps and steps[-1] == 2
