@@ -161,3 +161,26 @@ def test_pure_autoattack_fn_matches_host_ensemble_under_jit():
     assert abs(rep.robust_accuracy["AA"] - res.robust_accuracy) <= 1.5 / len(y)
     with pytest.raises(ValueError, match="rand"):
         ev.autoattack_fn(f, eps=eps, version="rand")
+
+
+def test_member_lists_follow_the_reference_versions():
+    std = ev.autoattack_members("standard", eps=0.3, norm="linf", num_classes=10)
+    assert list(std) == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert std["apgd-ce"].func is attacks.apgd and std["apgd-ce"].keywords["restarts"] == 1
+    assert std["apgd-ce"].keywords["n_iter"] == 100 and std["apgd-ce"].keywords["loss"] == "ce"
+    assert std["apgd-t"].keywords["n_target_classes"] == 9
+    assert std["fab-t"].func is attacks.fab and std["fab-t"].keywords["targeted"] is True
+    assert std["fab-t"].keywords["n_target_classes"] == 9
+    assert std["square"].func is attacks.square and std["square"].keywords["n_queries"] == 5000
+    plus = ev.autoattack_members("plus", eps=0.3, norm="l2", num_classes=10)
+    assert list(plus) == ["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"]
+    assert plus["apgd-ce"].keywords["restarts"] == plus["apgd-dlr"].keywords["restarts"] == 5
+    assert plus["apgd-dlr"].keywords["loss"] == "dlr"
+    assert plus["fab"].keywords["targeted"] is False and plus["fab"].keywords["restarts"] == 5
+    assert plus["square"].keywords["restarts"] == 5
+    assert all(p.keywords["norm"] == "l2" and p.keywords["eps"] == 0.3 for p in plus.values())
+    rand = ev.autoattack_members("rand", eps=0.3, norm="linf", num_classes=10)
+    assert list(rand) == ["apgd-ce", "apgd-dlr"]
+    assert all(p.keywords["eot_samples"] == 20 for p in rand.values())
+    five = ev.autoattack_members("standard", eps=0.3, norm="linf", num_classes=5)
+    assert five["apgd-t"].keywords["n_target_classes"] == 4
