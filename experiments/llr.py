@@ -282,6 +282,20 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 logits_fn, test.images, test.labels, key=k_eval, eps=config.eps,
                 steps=config.eval_steps, restarts=config.eval_restarts, unroll=unroll,
                 batch_size=config.eval_batch_size, progress=config.progress)
+        aa_info = None
+        if config.get("eval_autoattack", False):
+            res = evaluation.autoattack(
+                logits_fn, jax.random.fold_in(k_eval, 1), test.images, test.labels,
+                eps=config.eps, version="standard", batch_size=config.eval_batch_size,
+                progress=config.progress)
+            pred = np.asarray(logits_fn(jax.numpy.asarray(res.x_adv))).argmax(-1)
+            d = (res.x_adv - np.asarray(test.images)).reshape(len(test.labels), -1)
+            report = report.with_attack("AutoAttack", pred, np.abs(d).max(-1),
+                                        np.linalg.norm(d, axis=-1))
+            aa_info = {"robust_accuracy": res.robust_accuracy,
+                       "after_each_attack": res.per_attack_robust_accuracy,
+                       "broken_by": {a: int((res.broken_by == j).sum())
+                                     for j, a in enumerate(res.attack_names)}}
         t_eval, c_eval = time.perf_counter() - t0, time.process_time() - c0
         reports[name] = report
 
@@ -316,6 +330,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
             "train_last": {k: v for k, v in train_last.items() if math.isfinite(v)},
             "train_curve": histories[name],
         }
+        if aa_info is not None:
+            entry["autoattack"] = aa_info
         if want_rt:
             rt = rts[name]
             entry["random_targeted_success_rate"] = rt.success_rate
@@ -345,7 +361,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     obf_names = [n for n in names
                  if runs[n][1] in tuple(config.obfuscation_steps) and runs[n][0] in ("adv", "llr")]
     obf_names.sort(key=lambda n: (runs[n][0], runs[n][1]))
-    obf_cols = tuple(c for c in ("FGSM", fgsm_k, pgd_m, "Untargeted", "Multi-Targeted")
+    obf_cols = tuple(c for c in ("FGSM", fgsm_k, pgd_m, "Untargeted", "Multi-Targeted",
+                                 "AutoAttack")
                      if c in reports[names[0]].robust_accuracy)
     has_gap = "FGSM" in obf_cols and "Multi-Targeted" in obf_cols
 
@@ -368,7 +385,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         f"schedule 0.1/0.01/0.001 (F.1), {config.eval_restarts} restart(s); Multi-Targeted = "
         f"{config.eval_mt_steps} Adam steps of 0.1 per target (9 targets), "
         f"{config.eval_mt_restarts} restart(s), margin loss; {fgsm_k} = sign steps of ε/10 "
-        f"from a random start; FGSM = one sign step of ε. √γ = √γ(ε, x) on the first "
+        f"from a random start; FGSM = one sign step of ε; AutoAttack = "
+        f"robustjax.evaluation.autoattack, standard version (APGD-CE, APGD-T, FAB-T, Square; "
+        f"paper budgets), where run. √γ = √γ(ε, x) on the first "
         f"{min(config.num_gamma, len(test.labels))} test digits ({config.gamma_steps} Adam "
         f"steps of {config.gamma_step_size:g}, best of {config.gamma_restarts} restarts), mean "
         f"/ median.")
