@@ -167,8 +167,8 @@ def adversarial_objective(
 
     Args:
         attack_fn: ``attack_fn(logits_fn, key, x, y) -> x_adv`` with hyperparameters bound, e.g.
-            ``functools.partial(robustjax.attacks.pgd, eps=0.3, steps=7)``; with ``eps_schedule`` leave
-            ``eps`` unbound (the objective passes the scheduled ε).
+            ``functools.partial(robustjax.attacks.pgd, eps=0.3, steps=7)``; with
+            ``eps_schedule`` leave ``eps`` unbound (the objective passes the scheduled ε).
         mix: static weight of the adversarial term in ``[0, 1]``; ``1.0`` is Madry's PGD
             training, ``0.5`` Goodfellow et al.'s mixed objective.
         loss: training loss, ``"ce"``, ``"hinge"`` or a per-example callable.
