@@ -7,6 +7,7 @@ turns one run of a minimum-norm attack (Carlini–Wagner ℓ2) into the whole cu
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -63,8 +64,9 @@ def accuracy_vs_eps(
       :class:`Curve` ``(eps [M], accuracy [M])``; accuracy counts examples correct clean and
       after the attack.
 
-    Cost: ``N`` clean forward passes plus ``M`` attack runs per example; one compilation per ε
-    (ε is static to the attack).
+    Cost: ``N`` clean forward passes plus ``M`` attack runs per example. **One compilation for
+    all ε** when ``attack_factory`` accepts a traced ε (every robustjax ℓp attack does: ε is then
+    an argument of one compiled attack); otherwise one compilation per ε.
     """
     images, labels = _check_dataset(images, labels)
     V.check_positive_int(batch_size, "batch_size")
@@ -75,7 +77,12 @@ def accuracy_vs_eps(
     for e in eps_values:
         V.check_nonnegative(e, "eps_values")
     names = [f"eps={i}" for i in range(len(eps_values))]
-    attacks = {n: attack_factory(e) for n, e in zip(names, eps_values)}
+    shared = _traced_eps_attack(attack_factory, images, labels, batch_size) if jit else None
+    if shared is not None:  # one compiled attack, eps an argument
+        attacks = {n: functools.partial(shared, jnp.float32(e)) for n, e in zip(names, eps_values)}
+        jit = False  # the attack is compiled already; only the forward pass runs eagerly
+    else:
+        attacks = {n: attack_factory(e) for n, e in zip(names, eps_values)}
     # one pass over the data, one clean evaluation; every eps gets the same keys
     rep = _evaluate(logits_fn, images, labels, attacks,
                     key_fn=lambda name, b: attack_key(key, "accuracy_vs_eps", b),
@@ -83,6 +90,23 @@ def accuracy_vs_eps(
     acc = rep.robust_accuracy
     return Curve(np.asarray(eps_values, np.float64),
                  np.asarray([acc[n] for n in names], np.float64))
+
+
+def _traced_eps_attack(attack_factory, images, labels, batch_size):
+    """``jit((eps, key, x, y) -> attack_factory(eps)(key, x, y))`` if the factory traces with an
+    abstract ε (checked with ``jax.eval_shape``), else ``None``."""
+    b = min(batch_size, images.shape[0])
+
+    def run(eps, key, x, y):
+        return attack_factory(eps)(key, x, y)
+
+    try:
+        jax.eval_shape(run, jax.ShapeDtypeStruct((), jnp.float32), jax.random.key(0),
+                       jax.ShapeDtypeStruct((b,) + images.shape[1:], jnp.float32),
+                       jax.ShapeDtypeStruct((b,), jnp.int32))
+    except Exception:  # noqa: BLE001 - a factory that needs a static eps
+        return None
+    return jax.jit(run)
 
 
 def accuracy_at_distortion(
