@@ -332,6 +332,8 @@ def _table(results, config) -> str:
     for name, seed, r in _runs(results):
         st, c = r["stadv"], r["certified_error"]
         cert = " / ".join(f"{c[b][ei]:.3f}" for b in BOUNDS)
+        if name == "f_stn":
+            cert = "head after the STN: " + cert
         lines.append(
             f"| {name} ({seed}) | {format_accuracy(*r['clean_counts'])} | "
             f"{format_accuracy(*st['success_counts'][ti])} | "
@@ -354,6 +356,8 @@ def _table(results, config) -> str:
     for name, per_seed in results["variants"].items():
         r = per_seed[str(config.seeds[0])]
         for b, lab in BOUNDS.items():
+            if name == "f_stn":
+                lab = lab + " (head after the STN)"
             lines.append(f"| {name} | {lab} | " + " | ".join(
                 f"{x:.3f}" for x in r["certified_error"][b]) + " |")
     lb = results.get("lower_bounds", {})
