@@ -396,8 +396,8 @@ def plot_fig7(rows: dict, path: str) -> str:
         for patch in bp["boxes"]:
             patch.set_facecolor(f"C{i}")
         ax1.plot([], [], color=f"C{i}", lw=6, label=kind)
-    labels = [rows[k].get("defense", k).replace(" (", "\n(") + ("\n+EOT" if "EOT" in k else "")
-              for k in names]
+    labels = [rows[k].get("defense", k).replace(" (", "\n(").replace(", lr", ",\nlr")
+              + ("\nadaptive EOT" if "(adaptive)" in k else "\npaper BPDA") for k in names]
     ax1.set_xticks(range(len(names)))
     ax1.set_xticklabels(labels, fontsize=6)
     ax1.set_ylabel("ℓ2 distance")
