@@ -466,14 +466,19 @@ def test_adv_k_on_shared_pgd_matches_previous_step(batch_norm):
 
 
 def test_llr_lowers_gamma_relative_to_adv_k_at_equal_k():
-    """Fig. F3 at toy scale: on embedded MNIST, LLR-2 ends with a far lower test-set γ than
-    ADV-2 trained for the same number of steps with the same inner loop (2 Adam steps of
-    size 3ε, the paper's large-step regime), not only lower than standard training."""
+    """Fig. F3 at toy scale: on embedded MNIST at ε = 0.3 (ramped), LLR-2 ends with a far lower
+    test-set γ than ADV-2 trained for the same 300 steps with the same inner loop (2 Adam steps
+    of 1.0 ≈ 3ε, the paper's large-step regime), not only lower than standard training.
+
+    Measured (AMD EPYC, this seed): γ 0.068 (LLR-2, λ = 10, μ = 2, w = 2) vs 0.309 (ADV-2),
+    ratio 0.22; clean accuracy 0.80 / 0.69 on the 128 digits. The asserted ratio 0.5 and the
+    accuracy floors leave about 2× margin.
+    """
     xtr, ytr, xte, yte = _mnist(n_test=128)
     model = SoftplusMLP()
-    eps = 0.1
+    eps = _llr.eps_ramp(eps=0.3, ramp_steps=100)
 
-    def train(objective, steps=150, bs=64):
+    def train(objective, steps=300, bs=64):
         st = _state(model, xtr[:1], tx=optax.adam(1e-3))
 
         def step(st, i):
@@ -490,13 +495,14 @@ def test_llr_lowers_gamma_relative_to_adv_k_at_equal_k():
     def evaluate(params, x, y):
         f = lambda z: model.apply({"params": params}, z)  # noqa: E731
         res = L.local_linearity(lambda z: cross_entropy(f(z), y), jax.random.key(5), x,
-                                eps=eps, num_steps=20, step_size=0.1, box=(0.0, 1.0),
+                                eps=0.3, num_steps=20, step_size=0.1, box=(0.0, 1.0),
                                 num_restarts=2, unroll=1)
         return jnp.mean(res.gamma), jnp.mean(jnp.argmax(f(x), -1) == y)
 
-    adv = train(_llr.adv_k_objective(k=2, eps=eps, step_size=3 * eps, step_rule="adam"))
-    llr = train(_llr.llr_objective(eps=eps, num_steps=2, step_size=3 * eps, nominal_weight=2.0))
+    adv = train(_llr.adv_k_objective(k=2, eps=eps, step_size=1.0, step_rule="adam"))
+    llr = train(_llr.llr_objective(eps=eps, lambda_=10.0, mu=2.0, num_steps=2, step_size=1.0,
+                                   nominal_weight=2.0))
     gamma_adv, acc_adv = evaluate(adv.params, xte, yte)
     gamma_llr, acc_llr = evaluate(llr.params, xte, yte)
-    assert float(acc_adv) > 0.5 and float(acc_llr) > 0.5, (float(acc_adv), float(acc_llr))
+    assert float(acc_adv) > 0.4 and float(acc_llr) > 0.5, (float(acc_adv), float(acc_llr))
     assert float(gamma_llr) < 0.5 * float(gamma_adv), (float(gamma_llr), float(gamma_adv))
