@@ -420,10 +420,8 @@ def test_mu_default_is_the_tables_value():
 _ADV_K_PINNED = {
     (False, "sign", 2): (1.2300088, 0.5364060),
     (False, "adam", 2): (1.2800801, 0.5747308),
-    (False, "adam", 1): (1.2795749, 0.5743836),
     (True, "sign", 2): (1.5181143, 0.9368144),
     (True, "adam", 2): (1.6553605, 1.0063422),
-    (True, "adam", 1): (1.6458206, 0.9934482),
 }
 
 
