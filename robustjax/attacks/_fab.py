@@ -194,15 +194,11 @@ def _random_start(key, x0, eps, norm, box):
         t = jax.random.uniform(key, flat.shape, flat.dtype, -1.0, 1.0)
     else:
         t = jax.random.normal(key, flat.shape, flat.dtype)
-    t = t / jnp.maximum(_dual_free_norm(t, norm), 1e-12)[:, None]
+    t = t / jnp.maximum(_flat_norm(t, norm), 1e-12)[:, None]
     x1 = flat + 0.5 * eps * t
     if box is not None:
         x1 = jnp.clip(x1, *box)
     return x1
-
-
-def _dual_free_norm(t, norm):
-    return jnp.max(jnp.abs(t), -1) if norm == "linf" else jnp.sqrt(jnp.sum(t * t, -1))
 
 
 def _fab_impl(logits_fn, key, x, y, *, eps, norm, n_iter, n_target_classes, restarts, targeted,
