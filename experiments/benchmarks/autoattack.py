@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -51,6 +52,7 @@ _TORCH_AA = _torch_bridge.TORCH_NET + textwrap.dedent(
     from torchattacks.wrappers.multiattack import MultiAttack
     torch.manual_seed(0)
     d = np.load(sys.argv[1])
+    torch.set_num_threads(int(d["threads"]))
     net = load_net(d)
     x_all = torch.from_numpy(d["x"]).permute(0, 3, 1, 2).contiguous()
     y_all = torch.from_numpy(d["y"]).long()
@@ -105,6 +107,7 @@ _JAX_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
 def _parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=1000, help="number of test digits")
+    p.add_argument("--start", type=int, default=0, help="index of the first test digit")
     p.add_argument("--batch", type=int, default=250, help="attack batch size")
     p.add_argument("--eps", type=float, default=0.3)
     p.add_argument("--n-iter", type=int, default=100, help="APGD / APGD-T / FAB iterations")
@@ -113,6 +116,14 @@ def _parse(argv=None):
                    help="comma list of apgd-ce, apgd-t, fab-t, square, autoattack")
     p.add_argument("--torch-shipped", action="store_true",
                    help="also run torchattacks.AutoAttack as shipped (10-step members)")
+    p.add_argument("--torch-ensemble", action="store_true",
+                   help="also run torchattacks' MultiAttack of the four members (by default "
+                        "its result is the per-point minimum over the members run alone)")
+    p.add_argument("--torch-threads", type=int, default=1,
+                   help="torch intra-op threads (default 1: on the loaded 2-core machine, 2 "
+                        "OpenMP threads ran the CNN's forward pass 16x slower at batch 16)")
+    p.add_argument("--sequential", action="store_true",
+                   help="run torchattacks after robustjax instead of concurrently")
     p.add_argument("--workdir", default=None,
                    help="checkpoints of the trained CNN (default /tmp/robustjax_autoattack"
                         "[_quick])")
@@ -221,6 +232,15 @@ def _members(eps, n_iter, n_queries, num_classes):
     }
 
 
+def _dump_partial(path, res, torch_res, n):
+    """Write what has finished so far (a long run that is cut short still leaves numbers)."""
+    out = {side: {k: {"robust": int(v["correct"].sum()), "n": n, "run_s": v.get("run_s")}
+                  for k, v in list(r.items())}
+           for side, r in (("robustjax", res), ("torchattacks", torch_res))}
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+
+
 def _fmt(k, n):
     from robustjax import evaluation
 
@@ -260,17 +280,51 @@ def main(argv=None):
         return model.apply({"params": p}, z)
 
     test = data.load_dataset("mnist_embedded", "test")
-    x = np.asarray(test.images[: args.n], np.float32)
-    y = np.asarray(test.labels[: args.n], np.int32)
+    x = np.asarray(test.images[args.start: args.start + args.n], np.float32)
+    y = np.asarray(test.labels[args.start: args.start + args.n], np.int32)
     n = len(y)
     clean = np.asarray(jnp.argmax(jax.jit(apply)(params, x), -1)) == y
     which = [a for a in args.attacks.split(",") if a]
     unknown = set(which) - set(_JAX_ATTACKS) - {"autoattack"}
     if unknown:
         raise SystemExit(f"unknown attacks {sorted(unknown)}")
+    torch_res, torch_info, res = {}, {}, {}
+    partial = os.path.join(out_dir, "partial.json")
+    torch_py = _torch_bridge.find_torch_python(args.torch_python)
+    torch_thread = None
+    if torch_py and not args.no_torch:
+        tmp = tempfile.mkdtemp()
+        npz = os.path.join(tmp, "weights.npz")
+        _torch_bridge.export_mnist_cnn(
+            params, npz, x=x, y=y, eps=args.eps, n_iter=args.n_iter, n_queries=args.n_queries,
+            threads=args.torch_threads)
+        names = [a for a in which if a in _JAX_ATTACKS]
+        names += ["autoattack"] if ("autoattack" in which and args.torch_ensemble) else []
+        names += ["autoattack[shipped]"] if args.torch_shipped else []
+
+        def torch_side():
+            worker = _torch_bridge.TorchWorker(torch_py, _TORCH_AA, npz)
+            torch_info.update({k: v for k, v in worker.info.items() if k != "clean_correct"})
+            tclean = np.asarray(worker.info["clean_correct"], bool)
+            torch_info["clean_agreement"] = float(np.mean(tclean == clean))
+            for name in names:
+                r = worker.run(json.dumps({"attack": name, "batch": args.batch}))
+                corr = np.asarray(r["correct"], bool) & tclean
+                torch_res[name] = {"correct": corr, "run_s": r["time"], "linf": r["linf"]}
+                print(f"torchattacks {name}: {_fmt(corr.sum(), n)} ({r['time']:.1f} s)",
+                      flush=True)
+                _dump_partial(partial, res, torch_res, n)
+            worker.close()
+            os.unlink(npz)
+
+        if args.sequential:
+            torch_thread = torch_side
+        else:
+            torch_thread = threading.Thread(target=torch_side)
+            torch_thread.start()
+
     members = _members(args.eps, args.n_iter, args.n_queries, 10)
     key = jax.random.key(0)
-    res = {}
     for name in [a for a in which if a in _JAX_ATTACKS]:
         r = run_jax_attack(name, members[name], apply, params, jax.random.fold_in(key, len(res)),
                            x, y, args.batch)
@@ -278,6 +332,7 @@ def main(argv=None):
         res[name] = r
         print(f"robustjax {name}: {_fmt(r['correct'].sum(), n)} "
               f"({r['run_s']:.1f} s + compile {r['compile_s']:.1f} s)", flush=True)
+        _dump_partial(partial, res, torch_res, n)
     if "autoattack" in which:
         logits_fn = jax.jit(functools.partial(apply, params))
         standard = args.n_iter == 100 and args.n_queries == 5000
@@ -298,30 +353,20 @@ def main(argv=None):
         }
         print(f"robustjax autoattack: {_fmt(robust.sum(), n)} ({aa_s:.1f} s incl. compile)",
               flush=True)
-        if all(a in res for a in _JAX_ATTACKS):
-            members_min = np.all([res[a]["correct"] for a in _JAX_ATTACKS], axis=0)
-            res["min over members"] = {"correct": members_min, "run_s": None,
-                                       "compile_s": None, "linf": None}
+    if all(a in res for a in _JAX_ATTACKS):
+        members_min = np.all([res[a]["correct"] for a in _JAX_ATTACKS], axis=0)
+        res["min over members"] = {"correct": members_min, "run_s": None, "compile_s": None,
+                                   "linf": None}
 
-    torch_res, torch_info = {}, {}
-    torch_py = _torch_bridge.find_torch_python(args.torch_python)
-    if torch_py and not args.no_torch:
-        tmp = tempfile.mkdtemp()
-        npz = os.path.join(tmp, "weights.npz")
-        _torch_bridge.export_mnist_cnn(
-            params, npz, x=x, y=y, eps=args.eps, n_iter=args.n_iter, n_queries=args.n_queries)
-        worker = _torch_bridge.TorchWorker(torch_py, _TORCH_AA, npz)
-        torch_info = {k: v for k, v in worker.info.items() if k != "clean_correct"}
-        tclean = np.asarray(worker.info["clean_correct"], bool)
-        torch_info["clean_agreement"] = float(np.mean(tclean == clean))
-        names = list(which) + (["autoattack[shipped]"] if args.torch_shipped else [])
-        for name in names:
-            r = worker.run(json.dumps({"attack": name, "batch": args.batch}))
-            corr = np.asarray(r["correct"], bool) & tclean
-            torch_res[name] = {"correct": corr, "run_s": r["time"], "linf": r["linf"]}
-            print(f"torchattacks {name}: {_fmt(corr.sum(), n)} ({r['time']:.1f} s)", flush=True)
-        worker.close()
-        os.unlink(npz)
+    if torch_thread is not None:
+        if args.sequential:
+            torch_thread()
+        else:
+            torch_thread.join()
+    if all(a in torch_res for a in _JAX_ATTACKS):
+        torch_res["min over members"] = {
+            "correct": np.all([torch_res[a]["correct"] for a in _JAX_ATTACKS], axis=0),
+            "run_s": None, "linf": None}
 
     uptime_end = _uptime()
     rows, table_rows = {}, []
@@ -334,12 +379,15 @@ def main(argv=None):
                 "robust": k, "n": n, "robust_accuracy": k / n, "formatted": _fmt(k, n),
                 "run_s": a["run_s"], "compile_s": a["compile_s"], "linf_max": a["linf"],
                 "images_per_s": (n / a["run_s"]) if a["run_s"] else None,
+                "robust_points": a["correct"].astype(int).tolist(),
                 **{kk: a[kk] for kk in ("note", "per_attack_cumulative", "broken_by") if kk in a}}
         if t is not None:
             k = int(t["correct"].sum())
             row["torchattacks"] = {
                 "robust": k, "n": n, "robust_accuracy": k / n, "formatted": _fmt(k, n),
-                "run_s": t["run_s"], "linf_max": t["linf"], "images_per_s": n / t["run_s"]}
+                "run_s": t["run_s"], "linf_max": t["linf"],
+                "images_per_s": (n / t["run_s"]) if t["run_s"] else None,
+                "robust_points": t["correct"].astype(int).tolist()}
         if a is not None and t is not None:
             row["difference_points"] = 100.0 * (a["correct"].mean() - t["correct"].mean())
             row["mcnemar"] = evaluation.mcnemar_exact(a["correct"], t["correct"])
@@ -364,20 +412,23 @@ def main(argv=None):
         f"Robust accuracy (%) [Wilson 95 %] of the quickstart PGD-trained CNN on {n} MNIST test "
         f"digits, ℓ∞ ε = {args.eps:g}; clean {_fmt(clean.sum(), n)}. Members at {args.n_iter} "
         f"iterations, 9 targets, {args.n_queries} queries, 1 restart.\n\n"
-        "| attack | robustjax | torchattacks 3.5.1 | Δ (points) | discordant rj-only/ta-only "
-        "(McNemar) | max ℓ∞ rj / ta | rj img/s | rj compile s | ta img/s |\n"
+        "| attack | robustjax | torchattacks 3.5.1 | Δ (points) | discordant: robust only under "
+        "rj / only under ta (McNemar) | max ℓ∞ rj / ta | rj img/s | rj compile s | ta img/s |\n"
         "|---|---|---|---|---|---|---|---|---|")
     note = ("\nTimings were taken on a shared 2-core machine loaded by other jobs "
             f"(uptime before: `{uptime_start}`; after: `{uptime_end}`): the images/s columns "
             "and their ratios are NOT performance claims. Robustjax's per-attack rows run each "
             "attack on all points; its `autoattack` row runs each member only on the points "
             "still robust (wall time including compilation). `min over members` is the per-point "
-            "minimum of the four robustjax rows.")
+            "worst case over the four members run alone (for torchattacks, the ensemble result "
+            "unless `--torch-ensemble` ran its MultiAttack). torchattacks ran concurrently with "
+            f"robustjax in its own process with {args.torch_threads} thread(s).")
     table = header + "\n" + "\n".join(table_rows) + "\n" + note
     results = {
         "command": "python " + " ".join([os.path.relpath(__file__, os.getcwd())] +
                                         (argv if argv is not None else sys.argv[1:])),
-        "n": n, "eps": args.eps, "n_iter": args.n_iter, "n_queries": args.n_queries,
+        "n": n, "start": args.start, "eps": args.eps, "n_iter": args.n_iter,
+        "n_queries": args.n_queries,
         "batch": args.batch, "quick": args.quick, "clean_accuracy": float(clean.mean()),
         "clean_formatted": _fmt(clean.sum(), n), "train_or_load_s": train_s,
         "rows": rows, "torch": torch_info,
