@@ -246,7 +246,8 @@ def _plot(results, config, workdir):
         ls = "-" if seed == str(config.seeds[0]) else "--"
         for ax, key in ((ax_a, "success"), (ax_b, "adv_accuracy")):
             p = np.asarray(st[key])  # [T, 3]: rate, lo, hi
-            line = ax.errorbar(taus, p[:, 0], yerr=[p[:, 0] - p[:, 1], p[:, 2] - p[:, 0]],
+            err = np.clip([p[:, 0] - p[:, 1], p[:, 2] - p[:, 0]], 0.0, None)  # rounding
+            line = ax.errorbar(taus, p[:, 0], yerr=err,
                                ls=ls, marker="o", ms=3, capsize=2,
                                label=f"{name} (seed {seed})")
             if key == "adv_accuracy":
@@ -522,6 +523,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     results["process_cpu_s"] = time.process_time() - cpu_start
     results["loadavg_end"] = list(os.getloadavg())
     table = _table(results, config)
+    with open(os.path.join(workdir, "results.json"), "w") as f:  # before plotting, in case
+        json.dump(results, f, indent=2, default=float)
     results["figures"] = [os.path.basename(p) for p in _plot(results, config, workdir)]
     _common.write_outputs(workdir, results, table,
                           timings={"wall": results["wall_s"], "cpu": results["process_cpu_s"]})
