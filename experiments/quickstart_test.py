@@ -27,11 +27,15 @@ def test_quickstart_smoke(tmp_path):
             assert 0.0 <= acc <= clean + 1e-9  # robust never above clean
     assert (tmp_path / "standard" / "metrics.jsonl").exists()
     # AutoAttack column (labelled as a smoke deviation), Min and Worst case columns.
-    header = (tmp_path / "table.md").read_text().splitlines()[0]
-    assert "AutoAttack ε=0.3 (smoke" in header and "| Min | Worst case |" in header
+    lines = (tmp_path / "table.md").read_text().splitlines()
+    assert "| Min | Worst case |" in lines[0]
+    aa_header = [ln for ln in lines if "AutoAttack ε=0.3 (smoke" in ln]
+    assert aa_header and "PGD-3 ε=0.3" in aa_header[0]
     for model in ("standard", "adversarial"):
         aa = saved["autoattack"][model]
         (col,) = aa
         assert list(aa[col]["after_each_attack"]) == ["apgd-ce", "apgd-t", "fab-t", "square"]
-        assert aa[col]["robust_accuracy"] == results["robust_accuracy"][model][col]
+        sub = results["autoattack_table"][model]
+        assert aa[col]["robust_accuracy"] == sub["robust_accuracy"][col]
+        assert sub["robust_accuracy"][col] <= sub["clean_accuracy"] + 1e-9
         assert results["worst_case_accuracy"][model] <= results["min_accuracy"][model] + 1e-9

@@ -270,6 +270,17 @@ class RobustnessReport:
             linf={**self.linf, name: arrs["linf"].astype(np.float32)},
             l2={**self.l2, name: arrs["l2"].astype(np.float32)})
 
+    def select(self, index: Any) -> "RobustnessReport":
+        """The report restricted to the examples ``index`` (a slice, mask or index array)."""
+        take = lambda a: np.asarray(a)[index]  # noqa: E731
+        return dataclasses.replace(
+            self, labels=take(self.labels), clean_predictions=take(self.clean_predictions),
+            adv_predictions={k: take(v) for k, v in self.adv_predictions.items()},
+            linf={k: take(v) for k, v in self.linf.items()},
+            l2={k: take(v) for k, v in self.l2.items()},
+            draw_correct=(None if self.draw_correct is None else
+                          {k: np.asarray(v)[:, index] for k, v in self.draw_correct.items()}))
+
     # ---- reductions ---------------------------------------------------------------------
     @property
     def clean_accuracy(self) -> float:
