@@ -5,21 +5,31 @@ adversarial training) — plus ADV-1, ADV-2, LLR-1, LLR-2 for the gradient-obfus
 (appendix F.4, Table F4), evaluates them with the F.1 protocol
 (:func:`robustjax.evaluation._protocols.llr_evaluation_attacks`) and writes to ``--workdir``:
 
-* ``table.md`` — the paper's table (Nominal / Untargeted / Multi-Targeted) for LLR, TRADES and
-  ADV-k, and the Table F4 study (FGSM, FGSM-20, PGD-50 vs the strong Untargeted /
-  Multi-Targeted attacks) for ADV-1/2 and LLR-1/2 (also printed);
-* ``results.json`` — every accuracy, γ statistics, training metrics and timings;
+* ``table.md`` — the paper's table (Nominal / Untargeted / Multi-Targeted, plus the
+  Random-Targeted *success rate* — lower is better, Table F3 — when ``eval_attacks`` asks for
+  it) for LLR, TRADES and ADV-k, and the Table F4 study (FGSM, FGSM-k, PGD-m vs the strong
+  Untargeted / Multi-Targeted attacks and, with ``eval_autoattack``, AutoAttack; the FGSM −
+  Multi-Targeted gap and √γ) for ADV-1/2 and LLR-1/2; accuracies with Wilson 95 % intervals
+  (also printed);
+* ``results.json`` — every accuracy and interval, γ statistics, training curves and timings
+  (wall and process CPU);
 * ``gamma_histogram.png`` — histogram of √γ(ε, x) on the test set for every model (Fig. F3);
 * ``loss_surface_<model>.png`` — ℓ(x) on the plane spanned by the adversarial (Untargeted)
-  direction and a random sign direction around one test example (Fig. A1);
+  direction and a random sign direction around one test example (Fig. A1), for
+  ``surface_models`` (default all);
+* ``training_curves.png`` — training metrics per model (loss, nominal loss, linear term, γ,
+  accuracies);
 * ``<model>/`` — training metrics (JSON lines) and checkpoints (a rerun resumes from them).
 
-All accuracies are fractions; an example counts as robust only if it is also correct clean.
+Accuracies are fractions in ``results.json``; an example counts as robust only if it is also
+correct clean. The measured ``obfuscation`` (``repro``) run is in
+``experiments/results/llr/``.
 
 Usage::
 
     python experiments/llr.py --workdir /tmp/robustjax_llr
     python experiments/llr.py --workdir /tmp/llr --config experiments/configs/llr.py:smoke
+    python experiments/llr.py --workdir /tmp/llr_f4 --config experiments/configs/llr.py:obfuscation
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ Choices (documented because the paper leaves them open):
 **Random-Targeted is a success rate, not an accuracy.** Table F3 (ImageNet, ResNet-152, 4/255)
 lists LLR at 47.0 % Untargeted and 0.40 % Random-Targeted. Read as accuracies, the weaker
 attack (one random target instead of the most convenient wrong class) would fool 99.6 % of the
-images where the stronger untargeted attack fools 53 %, which is impossible; the column is the
+images where the untargeted attack — free to pick any wrong class, hence at least as strong —
+fools 53 %; the column is the
 *targeted attack success rate*: the fraction of examples that the attack drives to its randomly
 drawn target class (lower is better for the defence). :func:`random_targeted_success_rate`
 reports it so, and :func:`llr_evaluation_attacks` (whose attacks are scored as true-label
