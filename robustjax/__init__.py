@@ -27,10 +27,15 @@ _SUBPACKAGES = (
     "training",
 )
 
-__all__ = list(_SUBPACKAGES) + ["__version__"]
+__all__ = list(_SUBPACKAGES) + ["__version__", "checked"]
 
 
 def __getattr__(name: str):
+    if name == "checked":  # the checked mode: value checks raise under jax.jit (checkify)
+        from robustjax._src.validation import checked
+
+        globals()["checked"] = checked
+        return checked
     if name in _SUBPACKAGES:
         module = importlib.import_module(f"robustjax.{name}")
         globals()[name] = module
@@ -39,4 +44,4 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_SUBPACKAGES))
+    return sorted(list(globals()) + list(_SUBPACKAGES) + ["checked"])

@@ -182,13 +182,7 @@ def resolve_step_size(step_size: Any, name: str = "step_size") -> Callable[[Arra
 def check_nonnegative_scalar(value: Any, name: str) -> None:
     """Validate a number ``>= 0``, or a scalar JAX array (e.g. a traced ε ramp-up inside a
     jitted training step), whose value is checked only when it is concrete."""
-    if isinstance(value, jax.Array):  # includes tracers
-        if value.ndim != 0:
-            raise ValueError(f"`{name}` must be a scalar, got shape {value.shape}.")
-        if not isinstance(value, jax.core.Tracer):
-            V.check_nonnegative(float(value), name)
-        return
-    V.check_nonnegative(value, name)
+    V.check_nonnegative_value(value, name)
 
 
 def check_eps(eps: Any) -> None:
