@@ -382,16 +382,16 @@ def _hessian_norms(generator_fn, key, x, dkw, iters):
     from robustjax import defenses, implicit
 
     kw = dict(dkw, mode="bpda")
-    kw.pop("backward_lr", None)
+    kw.pop("backward_learning_rate", None)
     _, z_star, _ = jax.jit(functools.partial(
-        defenses.defensegan_reconstruct, generator_fn, return_latent=True, **kw))(key, x)
+        defenses.defensegan_reconstruct_with_latent, generator_fn, **kw))(key, x)
 
     def single_loss(z, xi):
         return jnp.mean((generator_fn(z[None])[0] - xi) ** 2)
 
     keys = jax.random.split(jax.random.fold_in(key, 1), x.shape[0])
     return jax.jit(jax.vmap(lambda z, xi, k: implicit.hessian_spectral_norm(
-        single_loss, z, xi, key=k, iters=iters)))(z_star, x, keys)
+        single_loss, z, xi, key=k, steps=iters)))(z_star, x, keys)
 
 
 def _off_manifold(key, x, l2):
@@ -417,10 +417,10 @@ def _gradient_mode_table(config, classifier_fn, generator_fn, key, x, y, eta):
     from robustjax import defenses, losses
 
     base = dict(config.defense.to_dict(), latent_dim=config.latent_dim)
-    base.pop("backward_lr", None)
+    base.pop("backward_learning_rate", None)
     # Convergence diagnostics of z* and the backward step eta' (auto: 1 / lambda_max).
     _, z_star, _ = jax.jit(functools.partial(
-        defenses.defensegan_reconstruct, generator_fn, return_latent=True,
+        defenses.defensegan_reconstruct_with_latent, generator_fn,
         **dict(base, mode="bpda")))(key, x)
 
     def single_loss(z, xi):
@@ -438,10 +438,10 @@ def _gradient_mode_table(config, classifier_fn, generator_fn, key, x, y, eta):
             (f"implicit (CG ≤ {base['cg_maxiter']})", dict(base, mode="implicit"))]
     for t in config.table_backward_steps:
         rows.append((f"neumann T'={t}", dict(base, mode="neumann", backward_steps=t,
-                                               backward_lr=eta)))
+                                               backward_learning_rate=eta)))
     for t in config.table_backward_steps:
         rows.append((f"backtrack T'={t}", dict(base, mode="backtrack", backward_steps=t,
-                                                 backward_lr=eta)))
+                                                 backward_learning_rate=eta)))
     rows.append((f"unrolled L={base['steps']}", dict(base, mode="unrolled")))
     rows.append(("bpda", dict(base, mode="bpda")))
     grads, cost, compile_s = {}, {}, {}
@@ -546,15 +546,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
         h_on = _hessian_norms(generator_fn, k_def, x, dkw, config.hessian_power_iters)
         h_off = _hessian_norms(generator_fn, k_def, x_off, dkw, config.hessian_power_iters)
         h_max = float(max(jnp.max(h_on), jnp.max(h_off)))
-        dkw["backward_lr"] = implicit.check_backward_lr(config.defense.backward_lr, h_max)
+        dkw["backward_learning_rate"] = implicit.check_backward_learning_rate(
+            config.defense.backward_learning_rate, h_max)
         info["hessian_norm"] = {"on_manifold_median": float(jnp.median(h_on)),
                                 "on_manifold_max": float(jnp.max(h_on)),
                                 "off_manifold_median": float(jnp.median(h_off)),
                                 "off_manifold_max": float(jnp.max(h_off)),
                                 "power_iterations": config.hessian_power_iters}
-        info["backward_lr"] = {"configured": config.defense.backward_lr,
-                               "used": dkw["backward_lr"],
-                               "used_times_max_norm": dkw["backward_lr"] * h_max}
+        # (results key kept as "backward_lr" so committed results stay readable)
+        info["backward_lr"] = {"configured": config.defense.backward_learning_rate,
+                               "used": dkw["backward_learning_rate"],
+                               "used_times_max_norm": dkw["backward_learning_rate"] * h_max}
         exact = defenses.make_defensegan_logits_fn(classifier_fn, generator_fn, k_def,
                                                    mode="bpda", **dkw)
         rescore = [defenses.make_defensegan_logits_fn(
@@ -569,7 +571,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         info["clean_accuracy_defensegan"] = float(clean.mean())
         print(f"DefenseGAN: generator {timings['generator_training_s']:.1f} s, reconstruction "
               f"MSE {info['reconstruction_mse']:.4f}, clean {clean.mean():.2f}, eta' "
-              f"{dkw['backward_lr']:.3g} (||H|| max {h_max:.3g})", flush=True)
+              f"{dkw['backward_learning_rate']:.3g} (||H|| max {h_max:.3g})", flush=True)
         for m in config.methods:
             akw = dict(nes_common, sigma=config.nes_sigma_defensegan) if m == "nes" else common
             attack = gattacks.make_defensegan_attack(classifier_fn, generator_fn, k_def,
@@ -581,7 +583,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
             n_tab = min(config.table_examples, config.num_attack)
             for where, pts in (("on_manifold", x), ("off_manifold", x_off)):
                 tab, diag = _gradient_mode_table(config, classifier_fn, generator_fn, k_tab,
-                                                 pts[:n_tab], y[:n_tab], dkw["backward_lr"])
+                                                 pts[:n_tab], y[:n_tab],
+                                                 dkw["backward_learning_rate"])
                 info.setdefault("gradient_modes", {})[where] = tab
                 info.setdefault("gradient_mode_diagnostics", {})[where] = diag
             timings["gradient_mode_table_s"] = time.perf_counter() - t0
@@ -593,7 +596,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         decoder_fn = _train_abs(config, train, k_abs)
         timings["abs_training_s"] = time.perf_counter() - t0
         akw_abs = dict(num_classes=10, latent_dim=a.latent_dim, num_samples=a.num_samples,
-                       steps=a.steps, lr=a.lr, beta=a.beta, backward_steps=a.backward_steps,
+                       steps=a.steps, learning_rate=a.latent_learning_rate, beta=a.beta,
+                       backward_steps=a.backward_steps,
                        cg_maxiter=a.cg_maxiter, ridge=a.ridge)
         exact = defenses.make_abs_logits_fn(decoder_fn, k_absdef, mode="bpda", **akw_abs)
         rescore_abs = [defenses.make_abs_logits_fn(
@@ -675,7 +679,7 @@ def _row_labels(config):
     advt = (f"Madry CNN, PGD-{a.steps} ε={a.eps:g}" if a.arch == "cnn"
             else f"MLP, PGD-{a.steps} ε={a.eps:g}")
     return {
-        "DefenseGAN": f"DefenseGAN (L={d.steps}, R={d.num_restarts}; {gen})",
+        "DefenseGAN": f"DefenseGAN (L={d.steps}, R={d.restarts}; {gen})",
         "ABS": f"ABS (MLP class-conditional VAEs, d={config.abs.latent_dim}, "
                f"{config.abs.num_samples} prior samples, {config.abs.steps} steps)",
         "ADVT": f"ADVT ({advt})",

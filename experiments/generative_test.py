@@ -84,15 +84,14 @@ def test_generative_dcgan_generator_path():
     assert out.shape == (3, 28, 28, 1) and out.min() >= 0.0 and out.max() <= 1.0
     # DefenseGAN with this generator: the reconstruction is G of the returned latent.
     x = images[:2]
-    rec, z_star, _ = defenses.defensegan_reconstruct(
-        generator_fn, jax.random.key(2), x, latent_dim=cfg.latent_dim, num_restarts=1, steps=2,
-        return_latent=True)
+    rec, z_star, _ = defenses.defensegan_reconstruct_with_latent(
+        generator_fn, jax.random.key(2), x, latent_dim=cfg.latent_dim, restarts=1, steps=2)
     np.testing.assert_allclose(np.asarray(rec), np.asarray(generator_fn(z_star)), atol=1e-5)
 
 
 def test_generative_config_variants():
     full = _config("full")
-    assert full.defense.num_restarts == 10 and full.defense.steps == 200
+    assert full.defense.restarts == 10 and full.defense.steps == 200
     assert full.generator == "dcgan" and full.abs.latent_dim == 8 and full.abs.arch == "dcgan"
     assert set(_config("default").defenses) == {"defensegan", "abs", "advt"}
     repro = _config("repro")

@@ -86,23 +86,25 @@ def _runs(config) -> dict[str, tuple[str, int]]:
 
 
 def _objective(config, method: str, steps: int, steps_per_epoch: int):
+    """The objective of one row. Weight decay is not part of it: it is set once, in the
+    optimizer (``training.make_optimizer(weight_decay=config.weight_decay)``)."""
+    import optax
+
     from robustjax.training import _llr
 
     ramp = int(round(config.eps_ramp_epochs * steps_per_epoch))
-    eps = _llr.eps_ramp(eps=config.eps, ramp_steps=ramp) if ramp > 0 else config.eps
+    eps = optax.linear_schedule(0.0, config.eps, ramp) if ramp > 0 else config.eps
     if method == "llr":
         return _llr.llr_objective(
-            eps=eps, lambda_=config.llr_lambda, mu=config.llr_mu, num_steps=steps,
-            step_size=config.inner_step_size, nominal_weight=config.llr_nominal_weight,
-            weight_decay=config.weight_decay)
+            eps=eps, lambda_=config.llr_lambda, mu=config.llr_mu, steps=steps,
+            step_size=config.inner_step_size, nominal_weight=config.llr_nominal_weight)
     if method == "trades":
         return _llr.trades_objective(
-            beta=config.trades_beta, eps=eps, num_steps=steps,
-            step_size=config.trades_step_size, weight_decay=config.weight_decay)
+            beta=config.trades_beta, eps=eps, steps=steps,
+            step_size=config.trades_step_size)
     if method == "adv":
         return _llr.adv_k_objective(
-            k=steps, eps=eps, step_size=config.inner_step_size, step_rule="adam",
-            weight_decay=config.weight_decay)
+            steps=steps, eps=eps, step_size=config.inner_step_size, step_rule="adam")
     raise ValueError(f"unknown method {method!r}")
 
 
@@ -126,9 +128,9 @@ def _gamma(logits_fn, key, x, y, config):
         def loss_fn(z):
             return losses.cross_entropy(logits_fn(z), y)
         return linearity.local_linearity(
-            loss_fn, key, x, eps=config.eps, num_steps=config.gamma_steps,
+            loss_fn, key, x, eps=config.eps, steps=config.gamma_steps,
             step_size=config.gamma_step_size, norm="linf", step_rule="adam", box=(0.0, 1.0),
-            num_restarts=config.gamma_restarts, unroll=config.get("eval_unroll")).gamma
+            restarts=config.gamma_restarts, unroll=config.get("eval_unroll")).gamma
 
     out = []
     bs = config.eval_batch_size
@@ -262,7 +264,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         tx = training.make_optimizer(
             config.optimizer, learning_rate=config.learning_rate, schedule=config.schedule,
             total_steps=total_steps, decay_boundaries=tuple(config.decay_boundaries),
-            momentum=config.momentum)
+            momentum=config.momentum, weight_decay=config.weight_decay)
         t0, c0 = time.perf_counter(), time.process_time()
         state, history = training.fit(
             model, _objective(config, method, steps, steps_per_epoch), train,
@@ -289,7 +291,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             batch_size=config.eval_batch_size, progress=config.progress, desc=name)
         if want_rt:
             rts[name] = _protocols.random_targeted_success_rate(
-                logits_fn, test.images, test.labels, key=k_eval, eps=config.eps,
+                logits_fn, k_eval, test.images, test.labels, eps=config.eps,
                 steps=config.eval_steps, restarts=config.eval_restarts, unroll=unroll,
                 batch_size=config.eval_batch_size, progress=config.progress)
         aa_info = None

@@ -137,14 +137,14 @@ def test_random_targeted_is_a_success_rate():
     assert rate <= err + 1e-9 and 1.0 - rate > 1.0 - err
     # The dataset driver: batches (with a padded last batch) and a Wilson interval.
     res = _protocols.random_targeted_success_rate(
-        logits_fn, np.asarray(x), np.asarray(y), key=key, eps=eps, steps=30, restarts=2,
+        logits_fn, key, np.asarray(x), np.asarray(y), eps=eps, steps=30, restarts=2,
         box=None, batch_size=20, unroll=1)
     assert res.n == n and res.successes == int(res.success.sum())
     assert res.interval[0] <= res.success_rate <= res.interval[1]
     assert bool(np.all(res.targets != np.asarray(y)))
     assert 0.1 < res.success_rate < 0.9
     zero = _protocols.random_targeted_success_rate(
-        logits_fn, np.asarray(x), np.asarray(y), key=key, eps=0.0, steps=5, restarts=1,
+        logits_fn, key, np.asarray(x), np.asarray(y), eps=0.0, steps=5, restarts=1,
         box=None, batch_size=48, unroll=1)
     assert zero.successes == 0  # no perturbation: every example stays at its (true) class
 

@@ -537,7 +537,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             tv_settings[_tv_label(method, w)] = (method, w)
             tv_fns[_tv_label(method, w)] = jax.jit(
                 lambda k, v, m=method, w=w: jnp.clip(defenses.tv_denoise(
-                    v, weight=w, method=m, num_iters=config.tv_iters), 0.0, 1.0))
+                    v, weight=w, method=m, steps=config.tv_iters), 0.0, 1.0))
     sweep, sweep_correct = {name: {} for name in inputs}, {name: {} for name in inputs}
     for inp, v in inputs.items():
         for dname, fn in {**median_fns, **tv_fns}.items():
@@ -659,7 +659,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         "No defense": None,
         median_name: lambda k, v: defenses.median_filter(v, size=med_k),
         tv_name: lambda k, v: jnp.clip(defenses.tv_denoise(
-            v, weight=tv_w, method=tv_m, num_iters=config.tv_iters), 0.0, 1.0),
+            v, weight=tv_w, method=tv_m, steps=config.tv_iters), 0.0, 1.0),
         ride_name: ride_defense,
     }
 

@@ -63,6 +63,7 @@ import numpy as np
 
 from robustjax import losses
 from robustjax.defenses import defensegan_reconstruct
+from robustjax.defenses import defensegan_reconstruct_with_latent
 
 MODES = ("forward", "bpda", "implicit", "implicit_joint", "neumann", "backtrack", "unrolled")
 # With --off_l2 > 0 the converged reference "implicit_converged" is added.
@@ -117,10 +118,10 @@ def _defense_kwargs(args, mode):
     if mode == "implicit_converged":  # the reference off the manifold
         steps, cg_maxiter = args.reference_steps, None
     mode = "implicit" if mode in ("implicit_joint", "implicit_converged") else mode
-    return dict(latent_dim=args.latent_dim, num_restarts=args.restarts, steps=steps,
-                lr=args.lr, momentum=args.momentum, mode=mode, independent=independent,
-                backward_steps=args.backward_steps, backward_lr=args.backward_lr,
-                cg_maxiter=cg_maxiter, ridge=0.0)
+    return dict(latent_dim=args.latent_dim, restarts=args.restarts, steps=steps,
+                learning_rate=args.lr, momentum=args.momentum, mode=mode,
+                independent=independent, backward_steps=args.backward_steps,
+                backward_learning_rate=args.backward_lr, cg_maxiter=cg_maxiter, ridge=0.0)
 
 
 def _off_manifold(args, generator_fn, classifier_fn, key, x, y):
@@ -178,7 +179,7 @@ def main(argv=None):
 
     # Convergence diagnostics at the forward solution (kept restart of every example).
     diag_kw = _defense_kwargs(args, "bpda")
-    rec = jax.jit(functools.partial(defensegan_reconstruct, generator_fn, return_latent=True,
+    rec = jax.jit(functools.partial(defensegan_reconstruct_with_latent, generator_fn,
                                     **diag_kw))
     _, z_star, rec_loss = rec(key, x)
 

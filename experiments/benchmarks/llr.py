@@ -165,9 +165,9 @@ def main() -> None:
     compiled, compile_s = {}, {}
     for k in args.ks:
         for name, obj in (
-            ("llr", llr_objective(eps=0.1, lambda_=4.0, mu=3.0, num_steps=k, step_size=0.1,
+            ("llr", llr_objective(eps=0.1, lambda_=4.0, mu=3.0, steps=k, step_size=0.1,
                                   nominal_weight=2.0, unroll=args.unroll)),
-            ("adv", adv_k_objective(k=k, eps=0.1, step_size=0.1, step_rule="adam",
+            ("adv", adv_k_objective(steps=k, eps=0.1, step_size=0.1, step_rule="adam",
                                     unroll=args.unroll)),
         ):
             fn, secs = _compile(_make_step(obj), *call_args)

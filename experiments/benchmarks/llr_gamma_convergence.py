@@ -98,8 +98,8 @@ def main(argv=None) -> None:
             for steps, r in (grid if ce_name == "accurate" else [(50, 1)]):
                 gfn = jax.jit(lambda key, xx, yy, steps=steps, r=r, make_loss=make_loss:
                               linearity.local_linearity(
-                                  make_loss(xx, yy), key, xx, eps=eps, num_steps=steps,
-                                  step_size=0.1, box=(0.0, 1.0), num_restarts=r,
+                                  make_loss(xx, yy), key, xx, eps=eps, steps=steps,
+                                  step_size=0.1, box=(0.0, 1.0), restarts=r,
                                   unroll=1).gamma)
                 t0 = time.perf_counter()
                 g = np.asarray(gfn(jax.random.key(3), x, y))

@@ -49,7 +49,7 @@ def main(argv=None) -> None:
         tx = training.make_optimizer(
             config.optimizer, learning_rate=config.learning_rate, schedule=config.schedule,
             total_steps=spe * config.num_epochs, decay_boundaries=tuple(config.decay_boundaries),
-            momentum=config.momentum)
+            momentum=config.momentum, weight_decay=config.weight_decay)
         state, hist = training.fit(
             model, llr._objective(config, method, steps, spe), train,
             key=jax.random.fold_in(key, i), num_epochs=config.num_epochs,

@@ -95,7 +95,7 @@ def main(argv=None) -> None:
         tx = training.make_optimizer(
             config.optimizer, learning_rate=config.learning_rate, schedule=config.schedule,
             total_steps=spe * config.num_epochs, decay_boundaries=tuple(config.decay_boundaries),
-            momentum=config.momentum)
+            momentum=config.momentum, weight_decay=config.weight_decay)
         t0, c0 = time.perf_counter(), time.process_time()
         state, history = training.fit(
             model, llr._objective(config, run["method"], run["k"], spe), train,

@@ -180,9 +180,9 @@ def _filters(args):
         r["median3"] = {"jax_compile_s": comp, "jax_s": t_jax, "scipy_s": t_sp,
                         "scipy_over_jax": t_sp / t_jax}
         iters = args.tv_iters
-        fn, comp = _compile(lambda v: tv_denoise(v, weight=0.1, num_iters=iters), xj)
+        fn, comp = _compile(lambda v: tv_denoise(v, weight=0.1, steps=iters), xj)
         t_jax = _best(fn, xj, repeats=args.repeats)
-        tv = {"jax_compile_s": comp, "jax_s": t_jax, "num_iters": iters}
+        tv = {"jax_compile_s": comp, "jax_s": t_jax, "steps": iters}
         try:
             from skimage.restoration import denoise_tv_chambolle
         except ImportError:

@@ -54,11 +54,13 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     # digits and on off-manifold points x + delta with ||delta||_2 = off_manifold_l2.
     c.hessian_power_iters = 20
     c.off_manifold_l2 = 3.0
-    # DefenseGAN projection (robustjax.defenses.defensegan_reconstruct). backward_lr None: eta'
-    # of the gradient-mode table is 1 / lambda_max(H) at z* (Lemma 1 needs eta'||H|| <= 1).
+    # DefenseGAN projection (robustjax.defenses.defensegan_reconstruct). backward_learning_rate
+    # None: eta' of the gradient-mode table is 1 / lambda_max(H) at z* (Lemma 1 needs
+    # eta'||H|| <= 1).
     c.defense = ml_collections.ConfigDict(dict(
-        num_restarts=2, steps=30, lr=10.0, momentum=0.7, init_std=1.0,
-        backward_steps=10, backward_lr=ml_collections.FieldReference(None, field_type=float),
+        restarts=2, steps=30, learning_rate=10.0, momentum=0.7, init_std=1.0,
+        backward_steps=10,
+        backward_learning_rate=ml_collections.FieldReference(None, field_type=float),
         cg_maxiter=30, ridge=1e-3))
     # ABS (robustjax.defenses.abs_logits) with ClassConditionalVAE (narrow Table 1/2 widths).
     # arch "mlp": one-hidden-layer VAEs per class (CPU); "dcgan": ClassConditionalVAE (Tables 1-2).
@@ -66,7 +68,8 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         arch="mlp", hidden=128,
         latent_dim=8, encoder_widths=(16, 32, 32, 16), decoder_widths=(32, 16, 8),
         epochs=3, batch_size=64, learning_rate=1e-3, train_beta=1.0,
-        num_samples=200, steps=10, lr=0.05, beta=1.0, backward_steps=10, cg_maxiter=20,
+        num_samples=200, steps=10, latent_learning_rate=0.05,  # Adam step of the inference
+        beta=1.0, backward_steps=10, cg_maxiter=20,
         ridge=1e-3))
     # Attacks: sign steps eta_t = max_step * t / T, binary search over lambda.
     c.methods = ("implicit", "backtrack", "bpda", "nes")        # against DefenseGAN
@@ -107,7 +110,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         c.advt_cw.steps = 3
         c.rescore_keys = 2
         c.hessian_power_iters = 3
-        c.defense.num_restarts = 1
+        c.defense.restarts = 1
         c.defense.steps = 10
         c.defense.cg_maxiter = 5
         c.defense.backward_steps = 3
@@ -144,7 +147,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         c.generator = "dcgan"
         c.latent_dim = 128
         c.num_attack = 100
-        c.defense.num_restarts = 10
+        c.defense.restarts = 10
         c.defense.steps = 200
         c.defense.init_std = None
         c.defense.cg_maxiter = 100
@@ -171,7 +174,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         # does not fit the budget on 2 cores; labelled in the table) with L = 50 steps and
         # R = 4 restarts (official: 200 / 10); NES runs on DefenseGAN only.
         c.num_attack = 100
-        c.defense.num_restarts = 4
+        c.defense.restarts = 4
         c.defense.steps = 50
         c.methods = ("implicit", "backtrack", "bpda")
         c.abs_methods = ("implicit", "latent")

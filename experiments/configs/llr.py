@@ -61,7 +61,7 @@ def _base() -> ml_collections.ConfigDict:
     c.momentum = 0.9
     c.batch_size = 128
     c.num_epochs = 3
-    c.weight_decay = 0.0               # l2 penalty inside the objectives
+    c.weight_decay = 0.0               # coupled L2 on the kernels, set once in the optimizer
     # Threat model and training attacks.
     c.eps = 0.1
     c.eps_ramp_epochs = 0.5            # linear ramp of eps from 0 (F.2); 0 = constant

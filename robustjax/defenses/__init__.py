@@ -6,9 +6,13 @@ from robustjax.defenses._filters import image_gradient
 from robustjax.defenses._filters import median_filter
 from robustjax.defenses._filters import rof_energy
 from robustjax.defenses._filters import tv_denoise
+from robustjax.defenses._generative import ABSWithLatent
+from robustjax.defenses._generative import DefenseGANReconstruction
 from robustjax.defenses._generative import abs_logits
+from robustjax.defenses._generative import abs_logits_with_latent
 from robustjax.defenses._generative import defensegan_logits
 from robustjax.defenses._generative import defensegan_reconstruct
+from robustjax.defenses._generative import defensegan_reconstruct_with_latent
 from robustjax.defenses._generative import make_abs_logits_fn
 from robustjax.defenses._generative import make_defensegan_logits_fn
 from robustjax.defenses._ride import IMAGENET_STD
@@ -38,9 +42,13 @@ __all__ = [
     "median_filter",
     "rof_energy",
     "tv_denoise",
+    "ABSWithLatent",
+    "DefenseGANReconstruction",
     "abs_logits",
+    "abs_logits_with_latent",
     "defensegan_logits",
     "defensegan_reconstruct",
+    "defensegan_reconstruct_with_latent",
     "make_abs_logits_fn",
     "make_defensegan_logits_fn",
     "IMAGENET_STD",

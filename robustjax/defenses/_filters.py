@@ -2,8 +2,11 @@
 
 These are the baselines of Table 1 and Tables 4–6 of the RIDE paper (seed 002, supplementary
 "Median Filtering" and "TV Minimization"); TV minimization as an adversarial defense follows Guo
-et al. (2018). Every function acts on a batch ``[N, H, W, C]`` and treats each image and each
-channel independently; hyperparameters are keyword-only and static under ``jit``.
+et al. (2018). Every function acts on a batch ``[N, H, W, C]`` (NHWC: a channel count larger than
+the height or width is refused) in ``box`` (default ``(0, 1)``; ``box=None`` skips the range
+check) and treats each image and each channel independently; hyperparameters are keyword-only.
+The TV ``weight`` may be a traced scalar (``jax.vmap`` over a grid of weights); the other
+hyperparameters are static under ``jit``.
 """
 
 from __future__ import annotations
@@ -71,7 +74,39 @@ def _median_network(values: list) -> Array:
     return wires[m // 2]
 
 
-def median_filter(x: ArrayLike, *, size: int = 3) -> Array:
+def _check_box(box) -> None:
+    if box is None:
+        return
+    if not (isinstance(box, (tuple, list)) and len(box) == 2):
+        raise ValueError(f"`box` must be a pair (lo, hi) or None, got {box!r}.")
+    lo, hi = (V._check_number(b, "box") for b in box)
+    if not lo < hi:
+        raise ValueError(f"`box` must have lo < hi, got {box!r}.")
+
+
+def _check_batch(x, name: str, box) -> Array:
+    """``x [N, H, W, C]``: floating, NHWC, non-empty, finite, inside ``box``."""
+    _check_box(box)
+    V.check_images(x, name, rank=4, box=box)
+    return jnp.asarray(x)
+
+
+def _check_positive_value(value, name: str) -> None:
+    """A number or a (traced) scalar ``> 0`` and not NaN; traced values in the checked mode."""
+    V.check_nonnegative_value(value, name)
+    if isinstance(value, (jax.Array, np.ndarray)):
+        if V.is_concrete(value):
+            if not float(np.asarray(value)) > 0:
+                raise ValueError(f"`{name}` must be > 0, got {float(np.asarray(value))}.")
+        else:
+            V.traced_check(value > 0, f"`{name}` must be > 0, got {{v}}.", v=value)
+    elif not float(value) > 0:
+        raise ValueError(f"`{name}` must be > 0, got {value}.")
+
+
+def median_filter(
+    x: ArrayLike, *, size: int = 3, box: tuple[float, float] | None = (0.0, 1.0)
+) -> Array:
     """Per-channel ``size × size`` median filter with zero padding (the paper's median baseline).
 
     Each output pixel is the median of the ``size × size`` window centred on it, taken separately
@@ -80,8 +115,9 @@ def median_filter(x: ArrayLike, *, size: int = 3) -> Array:
     ``scipy.ndimage.median_filter(x, size=(1, size, size, 1), mode="constant", cval=0)``.
 
     Args:
-      x: images ``[N, H, W, C]``.
+      x: images ``[N, H, W, C]`` (NHWC) in ``box``.
       size: odd window side ``k`` (the paper tries 3, 5, 7, 9, 11).
+      box: the pixel range of ``x`` (checked; ``None`` skips the check).
 
     Returns:
       Filtered images ``[N, H, W, C]``, same dtype.
@@ -97,8 +133,7 @@ def median_filter(x: ArrayLike, *, size: int = 3) -> Array:
     V.check_positive_int(size, "size")
     if size % 2 == 0:
         raise ValueError(f"`size` must be odd, got {size}.")
-    V.check_images(x, "x", box=None)
-    x = jnp.asarray(x)
+    x = _check_batch(x, "x", box)
     if size == 1:
         return x
     r = size // 2
@@ -110,14 +145,18 @@ def median_filter(x: ArrayLike, *, size: int = 3) -> Array:
     return jnp.sort(jnp.stack(shifted, axis=0), axis=0)[(size * size) // 2]
 
 
-def image_gradient(u: ArrayLike) -> Array:
+def image_gradient(x: ArrayLike, *, box: tuple[float, float] | None = (0.0, 1.0)) -> Array:
     r"""Forward differences along H and W with a zero last row/column (Neumann boundary).
 
     .. math:: (\nabla u)_{x,i,j} = u_{i+1,j} - u_{i,j}\ (i < H-1),\quad 0\ (i = H-1)
 
-    and likewise along W. Args: ``u [N, H, W, C]``. Returns ``[2, N, H, W, C]``.
+    and likewise along W. Args: ``x [N, H, W, C]`` (NHWC) in ``box`` (``None`` skips the
+    range check). Returns ``[2, N, H, W, C]``.
     """
-    u = jnp.asarray(u)
+    return _image_gradient(_check_batch(x, "x", box))
+
+
+def _image_gradient(u: Array) -> Array:
     # Pads rather than concatenates: XLA:CPU fuses a padded difference into one cheap loop.
     gx = jnp.pad(u[:, 1:] - u[:, :-1], ((0, 0), (0, 1), (0, 0), (0, 0)))
     gy = jnp.pad(u[:, :, 1:] - u[:, :, :-1], ((0, 0), (0, 0), (0, 1), (0, 0)))
@@ -128,9 +167,17 @@ def image_divergence(p: ArrayLike) -> Array:
     r"""Discrete divergence, the negative adjoint of :func:`image_gradient`.
 
     :math:`\langle \nabla u, p\rangle = -\langle u, \operatorname{div} p\rangle` for all ``u, p``.
-    Args: ``p [2, N, H, W, C]``. Returns ``[N, H, W, C]``.
+    Args: ``p [2, N, H, W, C]`` (a field of NHWC images, finite). Returns ``[N, H, W, C]``.
     """
-    p = jnp.asarray(p)
+    V.check_rank(p, "p", 5)
+    if jnp.shape(p)[0] != 2:
+        raise ValueError(f"`p` must have shape [2, N, H, W, C], got {tuple(jnp.shape(p))}.")
+    V.check_images(p[0], "p", rank=4, box=None)
+    V.check_finite(p, "p")
+    return _image_divergence(jnp.asarray(p))
+
+
+def _image_divergence(p: Array) -> Array:
     # div p = p_i - p_{i-1} with p_{-1} = p_{H-1} := 0, written with pads of slices only.
     px, py = p[0], p[1]
     dx = jnp.pad(px[:, :-1], ((0, 0), (0, 1), (0, 0), (0, 0))) - jnp.pad(
@@ -140,7 +187,13 @@ def image_divergence(p: ArrayLike) -> Array:
     return dx + dy
 
 
-def rof_energy(u: ArrayLike, f: ArrayLike, weight: float | ArrayLike) -> Array:
+def rof_energy(
+    u: ArrayLike,
+    x: ArrayLike,
+    *,
+    weight: float | ArrayLike,
+    box: tuple[float, float] | None = (0.0, 1.0),
+) -> Array:
     r"""The ROF (Rudin–Osher–Fatemi) energy of ``u`` for data ``f``, per image.
 
     .. math:: E(u) = \tfrac12 \|u - f\|_2^2 + w \sum_{i,j,c}
@@ -149,32 +202,38 @@ def rof_energy(u: ArrayLike, f: ArrayLike, weight: float | ArrayLike) -> Array:
     (isotropic TV, each channel separately, forward differences as in :func:`image_gradient`).
 
     Args:
-      u: candidate images ``[N, H, W, C]``.
-      f: data images ``[N, H, W, C]``.
-      weight: TV weight ``w >= 0`` (scalar).
+      u: candidate images ``[N, H, W, C]`` (any finite values).
+      x: data images ``[N, H, W, C]`` (NHWC) in ``box``.
+      weight: TV weight ``w >= 0`` (a number or a traced scalar).
+      box: the pixel range of ``x`` (checked; ``None`` skips the check).
 
     Returns:
       ``[N]`` energies. Cost ``O(N·H·W·C)``.
     """
-    u, f = jnp.asarray(u), jnp.asarray(f)
-    g = image_gradient(u)
+    f = _check_batch(x, "x", box)
+    V.check_images(u, "u", rank=4, box=None)
+    u = jnp.asarray(u)
+    if u.shape != f.shape:
+        raise ValueError(f"`u` must have the shape of `x` {f.shape}, got {u.shape}.")
+    V.check_nonnegative_value(weight, "weight")
+    g = _image_gradient(u)
     tv = jnp.sum(jnp.sqrt(jnp.sum(g * g, axis=0)), axis=(1, 2, 3))
     fid = 0.5 * jnp.sum((u - f) ** 2, axis=(1, 2, 3))
     return fid + weight * tv
 
 
-def _chambolle(f: Array, weight: float, num_iters: int, step: float) -> Array:
+def _chambolle(f: Array, weight, steps: int, step: float, unroll) -> Array:
     def body(_, p):
-        g = image_gradient(image_divergence(p) - f / weight)
+        g = _image_gradient(_image_divergence(p) - f / weight)
         norm = jnp.sqrt(jnp.sum(g * g, axis=0, keepdims=True))
         return (p + step * g) / (1.0 + step * norm)
 
     p0 = jnp.zeros((2,) + f.shape, f.dtype)
-    p = jax.lax.fori_loop(0, num_iters, body, p0)
-    return f - weight * image_divergence(p)
+    p = jax.lax.fori_loop(0, steps, body, p0, unroll=unroll)
+    return f - weight * _image_divergence(p)
 
 
-def _bregman(f: Array, weight: float, num_iters: int, lam: float) -> Array:
+def _bregman(f: Array, weight, steps: int, lam, unroll) -> Array:
     """scikit-image's isotropic split-Bregman iteration, vectorized (red-black sweeps).
 
     Same update equations as ``skimage.restoration.denoise_tv_bregman`` (``_denoise_tv_bregman``
@@ -216,18 +275,20 @@ def _bregman(f: Array, weight: float, num_iters: int, lam: float) -> Array:
         return u, dx, dy, bx + ux - dx, by + uy - dy
 
     zeros = jnp.zeros_like(f)
-    u, *_ = jax.lax.fori_loop(0, num_iters, body, (f, zeros, zeros, zeros, zeros))
+    u, *_ = jax.lax.fori_loop(0, steps, body, (f, zeros, zeros, zeros, zeros), unroll=unroll)
     return u
 
 
 def tv_denoise(
     x: ArrayLike,
     *,
-    weight: float = 0.1,
+    weight: float | ArrayLike = 0.1,
     method: str = "chambolle",
-    num_iters: int = 100,
+    steps: int = 100,
     step: float = 0.25,
-    penalty: float | None = None,
+    penalty: float | ArrayLike | None = None,
+    box: tuple[float, float] | None = (0.0, 1.0),
+    unroll: int | bool = 1,
 ) -> Array:
     r"""Total-variation denoising: minimize the ROF energy :func:`rof_energy` per image/channel.
 
@@ -258,37 +319,46 @@ def tv_denoise(
     (0.25–1.75) is Chambolle's, Table 5's (0.075–0.75) split-Bregman's.
 
     Args:
-      x: images ``[N, H, W, C]``.
+      x: images ``[N, H, W, C]`` (NHWC: channels last) in ``box``.
       weight: ``w > 0``: the TV weight for ``"chambolle"`` (Table 6: 0.25–1.75), scikit-image's
-        fidelity weight for ``"bregman"`` (Table 5: 0.075–0.75).
+        fidelity weight for ``"bregman"`` (Table 5: 0.075–0.75). A number or a traced scalar,
+        so ``jax.vmap(lambda w: tv_denoise(x, weight=w))(weights)`` sweeps a grid in one
+        program (negative or NaN values raise, in the checked mode when traced).
       method: ``"chambolle"`` or ``"bregman"``.
-      num_iters: number of iterations (``>= 1``); scikit-image's split-Bregman default is 100
+      steps: number of iterations (``>= 1``); scikit-image's split-Bregman default is 100
         with an early stop, its converged output needs a few hundred sweeps for weights
         below 0.1.
       step: Chambolle's τ (ignored by ``"bregman"``).
       penalty: split-Bregman's λ (ignored by ``"chambolle"``); ``None`` means scikit-image's
-        ``2 · weight``.
+        ``2 · weight``. A number or a traced scalar.
+      box: the pixel range of ``x`` (checked; ``None`` skips the check).
+      unroll: unroll factor of the iteration loop (``lax.fori_loop``; speed only).
 
     Returns:
       Denoised images ``[N, H, W, C]`` (not clipped; the exact minimizer of a ``[0, 1]`` input
       stays in ``[0, 1]``).
 
-    Cost: ``O(num_iters · N·H·W·C)`` for both (a few dozen elementwise operations per pixel
+    Cost: ``O(steps · N·H·W·C)`` for both (a few dozen elementwise operations per pixel
     and iteration).
     """
     V.check_choice(method, "method", TV_METHODS)
-    V.check_positive(weight, "weight")
-    V.check_positive_int(num_iters, "num_iters")
+    _check_positive_value(weight, "weight")
+    V.check_positive_int(steps, "steps")
     V.check_positive(step, "step")
     if penalty is not None:
-        V.check_positive(penalty, "penalty")
-    V.check_images(x, "x", box=None)
-    f = jnp.asarray(x)
-    if not jnp.issubdtype(f.dtype, jnp.floating):
-        f = f.astype(jnp.float32)
+        _check_positive_value(penalty, "penalty")
+    if not isinstance(unroll, bool):
+        V.check_positive_int(unroll, "unroll")
+    f = _check_batch(x, "x", box)
+    weight = jnp.asarray(weight, f.dtype) if not isinstance(weight, (int, float)) else float(
+        weight)
     if method == "chambolle":
-        return _chambolle(f, float(weight), num_iters, float(step))
+        return _chambolle(f, weight, steps, float(step), unroll)
     if f.shape[1] < 2 or f.shape[2] < 2:
         raise ValueError(f"`x` must be at least 2x2 for method='bregman', got {f.shape}.")
-    lam = 2.0 * float(weight) if penalty is None else float(penalty)
-    return _bregman(f, float(weight), num_iters, lam)
+    if penalty is None:
+        lam = 2.0 * weight
+    else:
+        lam = jnp.asarray(penalty, f.dtype) if not isinstance(penalty, (int, float)) else float(
+            penalty)
+    return _bregman(f, weight, steps, lam, unroll)

@@ -16,7 +16,7 @@ References:
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,9 +29,13 @@ from robustjax.implicit import latent_projection
 from robustjax.implicit import reconstruction_bpda
 
 __all__ = [
+    "ABSWithLatent",
+    "DefenseGANReconstruction",
     "abs_logits",
+    "abs_logits_with_latent",
     "defensegan_logits",
     "defensegan_reconstruct",
+    "defensegan_reconstruct_with_latent",
     "make_abs_logits_fn",
     "make_defensegan_logits_fn",
 ]
@@ -39,13 +43,46 @@ __all__ = [
 GeneratorFn = Callable[[Array], Array]
 
 
-def _check_common(key, x, mode, steps, lr, backward_steps):
+class DefenseGANReconstruction(NamedTuple):
+    """Result of :func:`defensegan_reconstruct_with_latent`.
+
+    Attributes:
+      x_rec: ``[N, H, W, C]`` the reconstruction :math:`G(z^*)`.
+      z: ``[N, d]`` the latent :math:`z^*` of the selected restart.
+      loss: ``[N]`` its reconstruction loss (mean squared error over the pixels).
+    """
+
+    x_rec: Array
+    z: Array
+    loss: Array
+
+
+class ABSWithLatent(NamedTuple):
+    """Result of :func:`abs_logits_with_latent`.
+
+    Attributes:
+      logits: ``[N, K]``.
+      z: ``[K, N, d]`` the per-class latents :math:`z^*_c`.
+    """
+
+    logits: Array
+    z: Array
+
+
+def _check_common(generator_fn, key, x, mode, steps, learning_rate, backward_steps,
+                  backward_learning_rate, unroll):
+    if not callable(generator_fn):
+        raise ValueError(f"`generator_fn` must be callable, got {type(generator_fn).__name__}.")
     validation.check_key(key)
     validation.check_images(x, "x")
     validation.check_choice(mode, "mode", MODES)
     validation.check_positive_int(steps, "steps")
-    validation.check_positive(lr, "lr")
+    validation.check_positive(learning_rate, "learning_rate")
     validation.check_positive_int(backward_steps, "backward_steps")
+    if backward_learning_rate is not None:
+        validation.check_positive(backward_learning_rate, "backward_learning_rate")
+    if not isinstance(unroll, bool):
+        validation.check_positive_int(unroll, "unroll")
 
 
 def defensegan_reconstruct(
@@ -54,21 +91,52 @@ def defensegan_reconstruct(
     x: ArrayLike,
     *,
     latent_dim: int,
-    num_restarts: int = 10,
+    restarts: int = 10,
     steps: int = 200,
-    lr: float = 10.0,
+    learning_rate: float = 10.0,
     momentum: float = 0.7,
     decay_at: float = 0.8,
     decay_factor: float = 0.1,
     init_std: float | None = None,
     mode: str = "implicit",
     backward_steps: int = 10,
-    backward_lr: float | None = None,
+    backward_learning_rate: float | None = None,
     cg_maxiter: int = 100,
     ridge: float = 0.0,
     independent: bool = True,
-    return_latent: bool = False,
-):
+    unroll: int | bool = 1,
+) -> Array:
+    r"""DefenseGAN's reconstruction :math:`G(z^*(x))`: :func:`defensegan_reconstruct_with_latent`
+    without the latent; ``[N, H, W, C]``. Arguments as there."""
+    return defensegan_reconstruct_with_latent(
+        generator_fn, key, x, latent_dim=latent_dim, restarts=restarts, steps=steps,
+        learning_rate=learning_rate, momentum=momentum, decay_at=decay_at,
+        decay_factor=decay_factor, init_std=init_std, mode=mode, backward_steps=backward_steps,
+        backward_learning_rate=backward_learning_rate, cg_maxiter=cg_maxiter, ridge=ridge,
+        independent=independent, unroll=unroll).x_rec
+
+
+def defensegan_reconstruct_with_latent(
+    generator_fn: GeneratorFn,
+    key: PRNGKey,
+    x: ArrayLike,
+    *,
+    latent_dim: int,
+    restarts: int = 10,
+    steps: int = 200,
+    learning_rate: float = 10.0,
+    momentum: float = 0.7,
+    decay_at: float = 0.8,
+    decay_factor: float = 0.1,
+    init_std: float | None = None,
+    mode: str = "implicit",
+    backward_steps: int = 10,
+    backward_learning_rate: float | None = None,
+    cg_maxiter: int = 100,
+    ridge: float = 0.0,
+    independent: bool = True,
+    unroll: int | bool = 1,
+) -> DefenseGANReconstruction:
     r"""DefenseGAN's projection :math:`G(z^*)`, :math:`z^* = \arg\min_z \|G(z) - x\|^2`, R restarts.
 
     .. math::
@@ -76,7 +144,8 @@ def defensegan_reconstruct(
        \ z^{(0)}_{n,r}\big), \qquad z^{(0)}_{n,r} \sim \mathcal N(0, I/d)
 
     Official defaults (Samangouei et al.): ``L = 200`` steps, ``R = 10`` restarts, momentum SGD with
-    ``lr = 10`` and momentum 0.7, step decayed by ×0.1 after 80 % of the steps; the restart with
+    ``learning_rate = 10`` and momentum 0.7, step decayed by ×0.1 after 80 % of the steps; the
+    restart with
     the lowest reconstruction loss is kept. All ``N × R`` searches run as one batched problem (the
     loss is a sum of independent terms, so each search is unaffected by the others). Choice: the
     per-example loss is the *mean* over the ``P = H·W·C`` pixels (as in the official code, which
@@ -91,29 +160,31 @@ def defensegan_reconstruct(
       key: PRNG key for the random starts.
       x: images ``float32 [N, H, W, C]`` in ``[0, 1]``.
       latent_dim: ``d``.
-      num_restarts: ``R``.
+      restarts: ``R``.
       steps: ``L``.
-      lr: initial step size.
+      learning_rate: initial step size.
       momentum: heavy-ball momentum (``0`` for plain GD).
       decay_at: fraction of ``steps`` after which the step size is multiplied by ``decay_factor``.
       decay_factor: the decay multiplier.
       init_std: standard deviation of the starts (default :math:`\sqrt{1/d}`).
       mode: gradient mode, one of ``robustjax.implicit.MODES``.
       backward_steps: :math:`T'` for ``"neumann"`` / ``"backtrack"``.
-      backward_lr: :math:`\eta'` for ``"neumann"`` / ``"backtrack"`` (default ``lr``).
+      backward_learning_rate: :math:`\eta'` for ``"neumann"`` / ``"backtrack"`` (default
+        ``learning_rate``).
       cg_maxiter: CG iterations for ``"implicit"``.
       ridge: Hessian damping for ``"implicit"`` / ``"neumann"``.
       independent: solve the ``N·R`` searches as separate (vmapped) problems (see above).
-      return_latent: also return ``z* [N, d]`` and the per-example loss ``[N]``.
+      unroll: unroll factor of the latent search loop (speed only).
 
     Returns:
-      ``x_rec [N, H, W, C]``, or ``(x_rec, z [N, d], loss [N])`` with ``return_latent``.
+      :class:`DefenseGANReconstruction` ``(x_rec [N, H, W, C], z [N, d], loss [N])``.
 
     Cost: O(L · N · R · (fwd + bwd of G)); the backward pass as in ``latent_projection``.
     """
-    _check_common(key, x, mode, steps, lr, backward_steps)
+    _check_common(generator_fn, key, x, mode, steps, learning_rate, backward_steps,
+                  backward_learning_rate, unroll)
     validation.check_positive_int(latent_dim, "latent_dim")
-    validation.check_positive_int(num_restarts, "num_restarts")
+    validation.check_positive_int(restarts, "restarts")
     validation.check_probability(momentum, "momentum", closed=True)
     validation.check_probability(decay_at, "decay_at")
     validation.check_positive(decay_factor, "decay_factor")
@@ -123,17 +194,19 @@ def defensegan_reconstruct(
         init_std = (1.0 / latent_dim) ** 0.5
     validation.check_positive(init_std, "init_std")
 
-    z0 = init_std * jax.random.normal(key, (n, num_restarts, latent_dim), x.dtype)
-    schedule = optax.piecewise_constant_schedule(lr, {int(decay_at * steps): decay_factor})
+    z0 = init_std * jax.random.normal(key, (n, restarts, latent_dim), x.dtype)
+    schedule = optax.piecewise_constant_schedule(learning_rate,
+                                                 {int(decay_at * steps): decay_factor})
     optimizer = optax.sgd(schedule, momentum=momentum if momentum > 0 else None)
 
     def per_example_loss(z, x):  # z [N, R, d], x [N, H, W, C] -> [N, R]
         g = generator_fn(z.reshape(-1, latent_dim)).reshape(z.shape[:2] + x.shape[1:])
         return jnp.mean((g - x[:, None]) ** 2, axis=(2, 3, 4))
 
-    project = functools.partial(latent_projection, steps=steps, lr=lr, mode=mode,
-                                optimizer=optimizer, backward_steps=backward_steps,
-                                backward_lr=backward_lr, cg_maxiter=cg_maxiter, ridge=ridge)
+    project = functools.partial(latent_projection, steps=steps, learning_rate=learning_rate,
+                                mode=mode, optimizer=optimizer, backward_steps=backward_steps,
+                                backward_learning_rate=backward_learning_rate,
+                                cg_maxiter=cg_maxiter, ridge=ridge, unroll=unroll)
     if independent:
         def single_loss(z, xi):  # z [d], xi [H, W, C] -> scalar
             return jnp.mean((generator_fn(z[None]).reshape(xi.shape) - xi) ** 2)
@@ -151,9 +224,8 @@ def defensegan_reconstruct(
     x_rec = generator_fn(z_best).reshape(x.shape)
     if mode == "bpda":
         x_rec = reconstruction_bpda(x, x_rec)
-    if return_latent:
-        return x_rec, z_best, jnp.take_along_axis(losses, best[:, None], axis=1)[:, 0]
-    return x_rec
+    return DefenseGANReconstruction(
+        x_rec, z_best, jnp.take_along_axis(losses, best[:, None], axis=1)[:, 0])
 
 
 def defensegan_logits(
@@ -177,7 +249,8 @@ def defensegan_logits(
 
     Cost: :func:`defensegan_reconstruct` plus one classifier pass.
     """
-    kwargs.pop("return_latent", None)
+    if not callable(classifier_fn):
+        raise ValueError(f"`classifier_fn` must be callable, got {type(classifier_fn).__name__}.")
     return classifier_fn(defensegan_reconstruct(generator_fn, key, x, **kwargs))
 
 
@@ -190,6 +263,8 @@ def make_defensegan_logits_fn(
     ``robustjax.attacks`` can differentiate (gradient per ``mode``).
     """
     validation.check_key(key)
+    if not callable(classifier_fn):
+        raise ValueError(f"`classifier_fn` must be callable, got {type(classifier_fn).__name__}.")
 
     def logits_fn(x):
         return defensegan_logits(classifier_fn, generator_fn, key, x, **kwargs)
@@ -206,16 +281,45 @@ def abs_logits(
     latent_dim: int,
     num_samples: int = 8000,
     steps: int = 50,
-    lr: float = 0.05,
+    learning_rate: float = 0.05,
     beta: float = 1.0,
     scale: float = 1.0,
     mode: str = "implicit",
     backward_steps: int = 10,
-    backward_lr: float | None = None,
+    backward_learning_rate: float | None = None,
     cg_maxiter: int = 100,
     ridge: float = 0.0,
-    return_latent: bool = False,
-):
+    unroll: int | bool = 1,
+) -> Array:
+    r"""ABS class scores ``[N, K]``: :func:`abs_logits_with_latent` without the latents.
+    Arguments as there."""
+    return abs_logits_with_latent(
+        decoder_fn, key, x, num_classes=num_classes, latent_dim=latent_dim,
+        num_samples=num_samples, steps=steps, learning_rate=learning_rate, beta=beta,
+        scale=scale, mode=mode, backward_steps=backward_steps,
+        backward_learning_rate=backward_learning_rate, cg_maxiter=cg_maxiter, ridge=ridge,
+        unroll=unroll).logits
+
+
+def abs_logits_with_latent(
+    decoder_fn: GeneratorFn,
+    key: PRNGKey,
+    x: ArrayLike,
+    *,
+    num_classes: int,
+    latent_dim: int,
+    num_samples: int = 8000,
+    steps: int = 50,
+    learning_rate: float = 0.05,
+    beta: float = 1.0,
+    scale: float = 1.0,
+    mode: str = "implicit",
+    backward_steps: int = 10,
+    backward_learning_rate: float | None = None,
+    cg_maxiter: int = 100,
+    ridge: float = 0.0,
+    unroll: int | bool = 1,
+) -> ABSWithLatent:
     r"""ABS class scores by per-class latent inference (analysis by synthesis).
 
     For every class ``c`` with decoder :math:`G_c`:
@@ -226,7 +330,8 @@ def abs_logits(
 
     :math:`z^*_c` starts from the best of ``num_samples`` prior samples
     :math:`z \sim \mathcal N(0, I)` (shared by all inputs and decoded once) and is refined by
-    ``steps`` Adam steps with step ``lr`` (ABS: 8000 samples, 50 steps, lr 0.05). The squared
+    ``steps`` Adam steps with step ``learning_rate`` (ABS: 8000 samples, 50 steps, 0.05). The
+    squared
     error plus :math:`\beta\|z\|^2` is the Gaussian-likelihood ELBO proxy the ABS paper uses
     (up to constants; choice: sums over pixels, :math:`\beta = 1`, score scale ``s = 1``).
     Gradients with respect to ``x`` follow ``mode`` through :math:`z^*`. **ABS does not exercise
@@ -248,21 +353,21 @@ def abs_logits(
       latent_dim: ``d`` (8 in ABS).
       num_samples: prior samples per class for the initialisation.
       steps: Adam refinement steps.
-      lr: Adam step size.
+      learning_rate: Adam step size.
       beta: weight of :math:`\|z\|^2`.
       scale: score scale ``s``.
       mode: gradient mode (``robustjax.implicit.MODES``).
-      backward_steps, backward_lr, cg_maxiter, ridge: see
+      backward_steps, backward_learning_rate, cg_maxiter, ridge, unroll: see
         :func:`robustjax.implicit.latent_projection`.
-      return_latent: also return ``z* [K, N, d]``.
 
     Returns:
-      ``logits [N, K]``, or ``(logits, z)`` with ``return_latent``.
+      :class:`ABSWithLatent` ``(logits [N, K], z [K, N, d])``.
 
     Cost: ``num_samples · K`` decoder passes (once per call) + O(N·K·num_samples·P) distances +
     O(steps · N · K · (fwd + bwd of a decoder)).
     """
-    _check_common(key, x, mode, steps, lr, backward_steps)
+    _check_common(decoder_fn, key, x, mode, steps, learning_rate, backward_steps,
+                  backward_learning_rate, unroll)
     validation.check_positive_int(num_classes, "num_classes")
     validation.check_positive_int(latent_dim, "latent_dim")
     validation.check_positive_int(num_samples, "num_samples")
@@ -288,13 +393,12 @@ def abs_logits(
     def inner_loss(z, x):
         return jnp.sum(per_class_loss(z, x))
 
-    z = latent_projection(inner_loss, z0, x, steps=steps, lr=lr, mode=mode,
-                          optimizer=optax.adam(lr), backward_steps=backward_steps,
-                          backward_lr=backward_lr, cg_maxiter=cg_maxiter, ridge=ridge)
+    z = latent_projection(inner_loss, z0, x, steps=steps, learning_rate=learning_rate, mode=mode,
+                          optimizer=optax.adam(learning_rate), backward_steps=backward_steps,
+                          backward_learning_rate=backward_learning_rate, cg_maxiter=cg_maxiter,
+                          ridge=ridge, unroll=unroll)
     logits = -scale * per_class_loss(z, x).T
-    if return_latent:
-        return logits, z
-    return logits
+    return ABSWithLatent(logits, z)
 
 
 def make_abs_logits_fn(decoder_fn: GeneratorFn, key: PRNGKey, **kwargs) -> LogitsFn:

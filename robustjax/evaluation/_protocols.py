@@ -57,6 +57,7 @@ from robustjax.evaluation._stats import wilson_interval
 __all__ = [
     "LLR_ATTACKS",
     "RANDOM_TARGETED_NAME",
+    "RandomTargetedBatch",
     "TargetedSuccess",
     "adam_step_schedule",
     "llr_evaluation_attacks",
@@ -232,6 +233,8 @@ def random_targets(key: PRNGKey, y: ArrayLike, num_classes: int) -> Array:
     V.check_positive_int(num_classes, "num_classes")
     if num_classes < 2:
         raise ValueError(f"`num_classes` must be >= 2 for a targeted attack, got {num_classes}.")
+    V.check_key(key, "key")
+    V.check_labels(y, "y", num_classes=num_classes)
     y = jnp.asarray(y)
     shift = jax.random.randint(jax.random.fold_in(key, 1), y.shape, 1, num_classes,
                                dtype=y.dtype)
@@ -251,7 +254,7 @@ def random_targeted_success(
     boundaries: Sequence[float] = (0.5, 0.75),
     box: tuple[float, float] | None = (0.0, 1.0),
     unroll: int | bool | None = None,
-) -> tuple[Array, Array]:
+) -> RandomTargetedBatch:
     r"""Random-Targeted attack of F.1 on one batch; per-example success and target.
 
     Draws a target :math:`t \ne y` per example (:func:`random_targets`), runs targeted Adam PGD
@@ -268,18 +271,31 @@ def random_targeted_success(
         20 restarts, 0.1/0.01/0.001). box: image domain. unroll: step-loop unroll (speed only).
 
     Returns:
-      ``(success bool [N], target int32 [N])``. Jittable.
+      :class:`RandomTargetedBatch` ``(success bool [N], target int32 [N])``. Jittable.
 
     Cost: ``O(R·T·(fwd + bwd))`` per example, as :func:`robustjax.attacks.pgd`.
     """
+    V.check_nonnegative_value(eps, "eps")
     k = _attack_base.check_attack_inputs(logits_fn, key, x, y, box=box)
     target = random_targets(key, y, k)
     schedule = adam_step_schedule(steps=steps, step_sizes=step_sizes, boundaries=boundaries)
-    x_adv = _attacks.pgd(logits_fn, jax.random.fold_in(key, 0), x, target, eps=eps, steps=steps,
-                         step_size=schedule, step_rule="adam", loss="ce", targeted=True,
+    x_adv = _attacks.pgd(logits_fn, jax.random.fold_in(key, 0), x, y, eps=eps, steps=steps,
+                         step_size=schedule, step_rule="adam", loss="ce", target=target,
                          random_start=True, restarts=restarts, box=box, unroll=unroll)
     success = jnp.argmax(logits_fn(x_adv), axis=-1) == target
-    return success, target
+    return RandomTargetedBatch(success, target)
+
+
+class RandomTargetedBatch(NamedTuple):
+    """Result of :func:`random_targeted_success` on one batch.
+
+    Attributes:
+      success: ``bool [N]``, the attack reached its target.
+      target: ``int32 [N]``, the drawn targets.
+    """
+
+    success: Array
+    target: Array
 
 
 class TargetedSuccess(NamedTuple):
@@ -302,10 +318,10 @@ class TargetedSuccess(NamedTuple):
 
 def random_targeted_success_rate(
     logits_fn: LogitsFn,
-    images: ArrayLike,
-    labels: ArrayLike,
-    *,
     key: PRNGKey,
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
     eps: float,
     steps: int = 200,
     restarts: int = 20,
@@ -326,24 +342,33 @@ def random_targeted_success_rate(
     Args:
       logits_fn, eps, steps, restarts, step_sizes, boundaries, box, unroll: as
         :func:`random_targeted_success`.
-      images: ``float32 [N, H, W, C]``. labels: ``int32 [N]`` true labels.
-      key: PRNG key. batch_size: batch size. progress: tqdm bar over batches.
+      key: PRNG key. x: ``float32 [N, H, W, C]`` in ``box``. y: ``int32 [N]`` true labels in
+        ``[0, K)``. batch_size: batch size. progress: tqdm bar over batches.
 
     Returns:
       :class:`TargetedSuccess`.
 
     Cost: ``ceil(N / B)`` batches of :func:`random_targeted_success`; one compilation.
+    Host-side (a Python loop over batches): not jittable, and refuses traced input.
     """
-    V.check_images(images, "images", box=box)
-    V.check_labels(labels, "labels", batch_size=np.shape(images)[0])
-    V.check_positive_int(batch_size, "batch_size")
+    if not callable(logits_fn):
+        raise ValueError(f"`logits_fn` must be callable, got {type(logits_fn).__name__}.")
+    for name, value in (("x", x), ("y", y)):
+        if not V.is_concrete(value):
+            raise ValueError(
+                f"`{name}` must be a concrete array: random_targeted_success_rate loops over "
+                "batches on the host (do not call it under jax.jit); jit "
+                "random_targeted_success for one batch instead.")
     V.check_key(key, "key")
+    V.check_images(x, "x", box=box)
+    V.check_labels(y, "y", batch_size=np.shape(x)[0])
+    V.check_positive_int(batch_size, "batch_size")
     V.check_nonnegative(eps, "eps")
-    images = np.asarray(images, np.float32)
-    labels = np.asarray(labels, np.int32)
+    out = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(np.shape(x), jnp.float32))
+    V.check_labels(y, "y", num_classes=int(out.shape[-1]))
+    images = np.asarray(x, np.float32)
+    labels = np.asarray(y, np.int32)
     n = images.shape[0]
-    if n == 0:
-        raise ValueError("`images` must hold at least one example.")
     bs = min(batch_size, n)
     fn = jax.jit(lambda k, x, y: random_targeted_success(
         logits_fn, k, x, y, eps=eps, steps=steps, restarts=restarts, step_sizes=step_sizes,

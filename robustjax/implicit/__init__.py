@@ -18,12 +18,12 @@ from robustjax.implicit._linear_solve import solve_neumann
 from robustjax.implicit._linear_solve import solve_normal_cg
 from robustjax.implicit._lipschitz import layer_omegas
 from robustjax.implicit._lipschitz import lipschitz_bound
-from robustjax.implicit._spectral import check_backward_lr
+from robustjax.implicit._spectral import check_backward_learning_rate
 from robustjax.implicit._spectral import hessian_spectral_norm
 
 __all__ = [
     "MODES",
-    "check_backward_lr",
+    "check_backward_learning_rate",
     "hessian_spectral_norm",
     "custom_fixed_point",
     "custom_root",

@@ -47,6 +47,7 @@ def descend(
     *args,
     optimizer: optax.GradientTransformation,
     steps: int,
+    unroll: int | bool = 1,
 ) -> PyTree:
     """Run ``steps`` optimizer steps on ``loss_fn(z, *args)`` from ``z0`` (``lax.scan``).
 
@@ -58,12 +59,14 @@ def descend(
       *args: further arguments of ``loss_fn``.
       optimizer: an optax gradient transformation (the step rule).
       steps: number of steps (``>= 0``).
+      unroll: unroll factor of the ``lax.scan`` (speed only).
 
     Returns:
       The final iterate.
 
     Cost: O(steps · (fwd + bwd of loss_fn)).
     """
+    validation.check_nonnegative_int(steps, "steps")
     grad_fn = jax.grad(loss_fn)
 
     def body(carry, _):
@@ -71,7 +74,7 @@ def descend(
         updates, state = optimizer.update(grad_fn(z, *args), state, z)
         return (optax.apply_updates(z, updates), state), None
 
-    (z, _), _ = lax.scan(body, (z0, optimizer.init(z0)), None, length=steps)
+    (z, _), _ = lax.scan(body, (z0, optimizer.init(z0)), None, length=steps, unroll=unroll)
     return z
 
 
@@ -81,14 +84,15 @@ def latent_projection(
     x: ArrayLike,
     *,
     steps: int,
-    lr: float = 0.1,
+    learning_rate: float = 0.1,
     mode: str = "implicit",
     optimizer: optax.GradientTransformation | None = None,
     backward_steps: int = 10,
-    backward_lr: float | None = None,
+    backward_learning_rate: float | None = None,
     cg_maxiter: int | None = 100,
     cg_tol: float = 1e-6,
     ridge: float = 0.0,
+    unroll: int | bool = 1,
 ) -> PyTree:
     r"""Minimise ``inner_loss(z, x)`` over ``z`` from ``z0``; return ``z*`` with a chosen gradient.
 
@@ -96,17 +100,17 @@ def latent_projection(
        z^*(x) = \arg\min_z\, l(z, x)
 
     The forward pass runs ``steps`` steps of ``optimizer`` (default plain gradient descent with
-    step ``lr``). The gradient of the result with respect to ``x`` (and to any arrays
+    step ``learning_rate``). The gradient of the result with respect to ``x`` (and to any arrays
     ``inner_loss`` closes over, which are hoisted with :func:`jax.closure_convert`) depends on
     ``mode`` (see the module docstring). ``z0`` never receives a gradient except in
     ``"unrolled"`` mode.
 
     Choices (documented, tested): in ``"backtrack"`` mode the returned *value* is :math:`Q(x')`,
-    i.e. ``backward_steps`` further plain gradient steps of size ``backward_lr`` from
+    i.e. ``backward_steps`` further plain gradient steps of size ``backward_learning_rate`` from
     :math:`\mathrm{sg}(z^*)` (so it is at least as good a minimiser for a small enough step). In
     ``"neumann"`` mode the Lemma 1 series uses ``backward_steps`` terms
-    (:math:`t = 0..T'-1`) and step ``backward_lr``; both default ``backward_lr`` to ``lr``. Lemma 1
-    needs :math:`\eta'\|H\| \le 1`.
+    (:math:`t = 0..T'-1`) and step ``backward_learning_rate``; both default it to
+    ``learning_rate``. Lemma 1 needs :math:`\eta'\|H\| \le 1`.
 
     ``inner_loss`` sees one problem; batch by ``jax.vmap`` or by writing a loss that sums
     independent per-example terms (the solution is then the same per example, and the Hessian is
@@ -115,16 +119,18 @@ def latent_projection(
     Args:
       inner_loss: scalar ``l(z, x)``; ``z`` has the structure of ``z0``.
       z0: initial latent, e.g. ``[d]`` or ``[R, d]`` (pytree of float arrays).
-      x: the input the latent is fitted to (any shape ``inner_loss`` accepts).
+      x: the input the latent is fitted to (any shape ``inner_loss`` accepts; finite).
       steps: inner solver steps ``L`` (``>= 1``).
-      lr: inner step size, used when ``optimizer`` is ``None``.
+      learning_rate: inner step size, used when ``optimizer`` is ``None``.
       mode: one of ``"implicit"``, ``"neumann"``, ``"backtrack"``, ``"unrolled"``, ``"bpda"``.
-      optimizer: inner step rule (optax); overrides ``lr``.
+      optimizer: inner step rule (optax); overrides ``learning_rate``.
       backward_steps: :math:`T'` for ``"neumann"`` and ``"backtrack"``.
-      backward_lr: :math:`\eta'` for ``"neumann"`` and ``"backtrack"`` (default ``lr``).
+      backward_learning_rate: :math:`\eta'` for ``"neumann"`` and ``"backtrack"`` (default
+        ``learning_rate``).
       cg_maxiter: CG iterations for ``"implicit"``.
       cg_tol: CG relative tolerance for ``"implicit"``.
       ridge: damping added to the Hessian in ``"implicit"``/``"neumann"``.
+      unroll: unroll factor of the inner solver's ``lax.scan`` (speed only).
 
     Returns:
       ``z*`` with the structure of ``z0``.
@@ -135,18 +141,25 @@ def latent_projection(
     """
     validation.check_choice(mode, "mode", MODES)
     validation.check_positive_int(steps, "steps")
-    validation.check_positive(lr, "lr")
+    validation.check_positive(learning_rate, "learning_rate")
     validation.check_positive_int(backward_steps, "backward_steps")
-    if backward_lr is None:
-        backward_lr = lr
-    validation.check_positive(backward_lr, "backward_lr")
+    if backward_learning_rate is None:
+        backward_learning_rate = learning_rate
+    validation.check_positive(backward_learning_rate, "backward_learning_rate")
     validation.check_nonnegative(ridge, "ridge")
+    if not isinstance(unroll, bool):
+        validation.check_positive_int(unroll, "unroll")
+    if not callable(inner_loss):
+        raise ValueError(f"`inner_loss` must be callable, got {type(inner_loss).__name__}.")
     if optimizer is None:
-        optimizer = optax.sgd(lr)
+        optimizer = optax.sgd(learning_rate)
 
+    validation.check_finite(x, "x")
+    for leaf in jax.tree.leaves(z0):
+        validation.check_finite(leaf, "z0")
     x = jnp.asarray(x)
     loss, consts = jax.closure_convert(inner_loss, z0, x)
-    solve_fwd = functools.partial(descend, loss, optimizer=optimizer, steps=steps)
+    solve_fwd = functools.partial(descend, loss, optimizer=optimizer, steps=steps, unroll=unroll)
 
     if mode == "unrolled":
         return solve_fwd(z0, x, *consts)
@@ -154,13 +167,14 @@ def latent_projection(
         return lax.stop_gradient(solve_fwd(z0, x, *consts))
     if mode == "backtrack":
         z_warm = lax.stop_gradient(solve_fwd(z0, x, *consts))
-        return descend(loss, z_warm, x, *consts, optimizer=optax.sgd(backward_lr),
-                       steps=backward_steps)
+        return descend(loss, z_warm, x, *consts, optimizer=optax.sgd(backward_learning_rate),
+                       steps=backward_steps, unroll=unroll)
     if mode == "implicit":
         solve = functools.partial(solve_cg, maxiter=cg_maxiter, tol=cg_tol, ridge=ridge)
     else:  # neumann
-        solve = functools.partial(solve_neumann, steps=backward_steps, lr=backward_lr,
-                                  ridge=ridge)
+        solve = functools.partial(solve_neumann, steps=backward_steps,
+                                  learning_rate=backward_learning_rate, ridge=ridge,
+                                  unroll=unroll)
     root = custom_root(jax.grad(loss), solve=solve)(solve_fwd)
     return root(z0, x, *consts)
 

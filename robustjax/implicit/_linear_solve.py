@@ -113,8 +113,9 @@ def solve_neumann(
     b: PyTree,
     *,
     steps: int = 10,
-    lr: float = 0.1,
+    learning_rate: float = 0.1,
     ridge: float = 0.0,
+    unroll: int | bool = 1,
 ) -> PyTree:
     r"""Truncated Neumann series (Lemma 1): :math:`M^{-1}b \approx \eta\sum_{t<T'}(I-\eta M)^t b`.
 
@@ -128,8 +129,9 @@ def solve_neumann(
       matvec: ``u -> M u``.
       b: right-hand side (pytree).
       steps: number of terms ``T'`` (``>= 1``).
-      lr: the step :math:`\eta'` (``> 0``).
+      learning_rate: the step :math:`\eta'` (``> 0``).
       ridge: damping added to ``M``.
+      unroll: unroll factor of the ``lax.fori_loop`` (speed only).
 
     Returns:
       ``u`` with the structure of ``b``.
@@ -137,14 +139,14 @@ def solve_neumann(
     Cost: ``steps`` calls of ``matvec``.
     """
     validation.check_positive_int(steps, "steps")
-    validation.check_positive(lr, "lr")
+    validation.check_positive(learning_rate, "learning_rate")
     validation.check_nonnegative(ridge, "ridge")
     mv = _ridged(matvec, ridge)
 
     def body(_, carry):
         term, acc = carry  # term = A^t b, acc = sum_{s<=t} A^s b
-        term = _tree_add_scaled(term, mv(term), -lr)
+        term = _tree_add_scaled(term, mv(term), -learning_rate)
         return term, jax.tree.map(jnp.add, acc, term)
 
-    _, acc = lax.fori_loop(0, steps - 1, body, (b, b))
-    return jax.tree.map(lambda a: lr * a, acc)
+    _, acc = lax.fori_loop(0, steps - 1, body, (b, b), unroll=unroll)
+    return jax.tree.map(lambda a: learning_rate * a, acc)

@@ -19,7 +19,7 @@ from jax import lax
 from robustjax._src import validation
 from robustjax._src.types import Array, PRNGKey
 
-__all__ = ["hessian_spectral_norm", "check_backward_lr"]
+__all__ = ["hessian_spectral_norm", "check_backward_learning_rate"]
 
 
 def hessian_spectral_norm(
@@ -27,7 +27,8 @@ def hessian_spectral_norm(
     z: Array,
     *args,
     key: PRNGKey,
-    iters: int = 20,
+    steps: int = 20,
+    unroll: int | bool = 1,
 ) -> Array:
     r"""Power-iteration estimate of :math:`\|\nabla_z^2 l(z, \ldots)\|_2` for one problem.
 
@@ -43,7 +44,8 @@ def hessian_spectral_norm(
       z: the point ``[d]`` (e.g. :math:`z^*`).
       *args: further arguments of ``loss_fn`` (e.g. the input ``x'``).
       key: PRNG key of the random start.
-      iters: power iterations ``K`` (``>= 1``).
+      steps: power iterations ``K`` (``>= 1``).
+      unroll: unroll factor of the ``lax.fori_loop`` (speed only).
 
     Returns:
       Scalar estimate of :math:`\|H\|_2`.
@@ -51,10 +53,12 @@ def hessian_spectral_norm(
     Cost: ``K + 1`` Hessian-vector products (forward-over-reverse), i.e. about ``4(K+1)``
     forward passes of ``loss_fn``.
     """
-    validation.check_positive_int(iters, "iters")
+    validation.check_positive_int(steps, "steps")
+    validation.check_key(key, "key")
     z = jnp.asarray(z)
     if z.ndim != 1:
-        raise ValueError(f"z must be a flat [d] array (vmap over a batch), got shape {z.shape}")
+        raise ValueError(f"`z` must be a flat [d] array (vmap over a batch), got shape {z.shape}")
+    validation.check_finite(z, "z")
     grad = jax.grad(loss_fn)
 
     def hvp(v):
@@ -67,20 +71,20 @@ def hessian_spectral_norm(
         w = hvp(v)
         return w / jnp.maximum(jnp.linalg.norm(w), jnp.finfo(z.dtype).tiny)
 
-    v = lax.fori_loop(0, iters, body, v0)
+    v = lax.fori_loop(0, steps, body, v0, unroll=unroll)
     return jnp.abs(jnp.vdot(v, hvp(v)))
 
 
-def check_backward_lr(backward_lr: float | None, hessian_norm: float, *,
-                      margin: float = 0.9, clip: bool = True) -> float:
+def check_backward_learning_rate(backward_learning_rate: float | None, hessian_norm: float, *,
+                                 margin: float = 0.9, clip: bool = True) -> float:
     r"""The backward step :math:`\eta'` of Lemmas 1–2, checked against :math:`\|H\|`.
 
-    ``backward_lr=None`` returns ``margin / hessian_norm``. A given step with
+    ``backward_learning_rate=None`` returns ``margin / hessian_norm``. A given step with
     :math:`\eta'\|H\| > 1` violates Lemma 1's condition: a ``UserWarning`` says so and, with
     ``clip``, the step is replaced by ``margin / hessian_norm``.
 
     Args:
-      backward_lr: the configured :math:`\eta'`, or ``None``.
+      backward_learning_rate: the configured :math:`\eta'`, or ``None``.
       hessian_norm: an estimate of :math:`\max \|H\|` over the problems the step will serve
         (e.g. the maximum of :func:`hessian_spectral_norm` over a batch).
       margin: safety factor ``≤ 1`` for the power-iteration estimate (a lower bound).
@@ -91,18 +95,19 @@ def check_backward_lr(backward_lr: float | None, hessian_norm: float, *,
     """
     hessian_norm = float(hessian_norm)
     if not (hessian_norm > 0 and jnp.isfinite(hessian_norm)):
-        raise ValueError(f"hessian_norm must be positive and finite, got {hessian_norm!r}")
+        raise ValueError(f"`hessian_norm` must be positive and finite, got {hessian_norm!r}")
     if not 0.0 < margin <= 1.0:
         raise ValueError(f"`margin` must be in (0, 1], got {margin!r}.")
     safe = margin / hessian_norm
-    if backward_lr is None:
+    if backward_learning_rate is None:
         return safe
-    validation.check_positive(backward_lr, "backward_lr")
-    product = float(backward_lr) * hessian_norm
+    validation.check_positive(backward_learning_rate, "backward_learning_rate")
+    product = float(backward_learning_rate) * hessian_norm
     if product > 1.0:
         warnings.warn(
-            f"backward_lr={backward_lr:g} times the Hessian norm {hessian_norm:.4g} is "
+            f"backward_learning_rate={backward_learning_rate:g} times the Hessian norm "
+            f"{hessian_norm:.4g} is "
             f"{product:.3g} > 1: Lemma 1's series (and backtracking) need eta'*||H|| <= 1"
             + (f"; using {safe:.4g} instead" if clip else ""), UserWarning, stacklevel=2)
-        return safe if clip else float(backward_lr)
-    return float(backward_lr)
+        return safe if clip else float(backward_learning_rate)
+    return float(backward_learning_rate)

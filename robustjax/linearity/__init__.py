@@ -1,11 +1,14 @@
 """Local linearity of the loss surface (LLR): g(δ; x), γ(ε, x), the LLR penalty, GGN bounds."""
 
 from robustjax.linearity._ggn import GGN_LOSSES
+from robustjax.linearity._ggn import GGNBound
 from robustjax.linearity._ggn import cross_entropy_ggn_bound
 from robustjax.linearity._ggn import ggn_quadratic_form
 from robustjax.linearity._ggn import quadratic_model_error
 from robustjax.linearity._ggn import squared_error_ggn_bound
 from robustjax.linearity._measures import STEP_RULES
+from robustjax.linearity._measures import GapSearch
+from robustjax.linearity._measures import LinearityTerms
 from robustjax.linearity._measures import LocalLinearity
 from robustjax.linearity._measures import linearity_gap
 from robustjax.linearity._measures import linearity_terms
@@ -15,7 +18,10 @@ from robustjax.linearity._measures import maximize_linearity_gap
 
 __all__ = [
     "GGN_LOSSES",
+    "GGNBound",
     "STEP_RULES",
+    "GapSearch",
+    "LinearityTerms",
     "LocalLinearity",
     "cross_entropy_ggn_bound",
     "ggn_quadratic_form",

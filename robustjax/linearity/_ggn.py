@@ -21,7 +21,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +31,7 @@ from robustjax._src.types import Array, ArrayLike
 
 __all__ = [
     "GGN_LOSSES",
+    "GGNBound",
     "ggn_quadratic_form",
     "quadratic_model_error",
     "squared_error_ggn_bound",
@@ -42,6 +43,18 @@ __all__ = [
 GGN_LOSSES = ("cross_entropy", "squared_error")
 
 OutputsFn = Callable[[Array], Array]
+
+
+class GGNBound(NamedTuple):
+    r"""Both sides of a proposition's inequality ``lhs <= rhs``, per example.
+
+    Attributes:
+      lhs: ``[N]``, :math:`|\delta^\top \nabla_x \ell(x)|`.
+      rhs: ``[N]``, the proposition's bound.
+    """
+
+    lhs: Array
+    rhs: Array
 
 
 def _nu(loss: str, z: Array, y: Array) -> Array:
@@ -71,14 +84,18 @@ def _curvature(loss: str, z: Array, dz: Array) -> Array:
     return jnp.sum(dz * dz, axis=-1)
 
 
-def _check_common(outputs_fn, x, delta, loss):
+def _check_common(outputs_fn, x, delta, loss, box):
     V.check_choice(loss, "loss", GGN_LOSSES)
+    if not callable(outputs_fn):
+        raise ValueError(f"`outputs_fn` must be callable, got {type(outputs_fn).__name__}.")
+    V.check_images(x, "x", rank=(2, 3, 4), box=box)
     x = jnp.asarray(x)
     delta = jnp.asarray(delta, x.dtype)
     if delta.shape != x.shape:
         raise ValueError(
             f"`delta` must have the shape of `x` {tuple(x.shape)}, got {tuple(delta.shape)}."
         )
+    V.check_finite(delta, "delta")
     z, dz = jax.jvp(outputs_fn, (x,), (delta,))
     V.check_rank(z, "outputs_fn(x)", 2)
     if z.shape[0] != x.shape[0]:
@@ -89,7 +106,12 @@ def _check_common(outputs_fn, x, delta, loss):
 
 
 def ggn_quadratic_form(
-    outputs_fn: OutputsFn, x: ArrayLike, delta: ArrayLike, *, loss: str = "cross_entropy"
+    outputs_fn: OutputsFn,
+    x: ArrayLike,
+    delta: ArrayLike,
+    *,
+    loss: str = "cross_entropy",
+    box: tuple[float, float] | None = (0.0, 1.0),
 ) -> Array:
     r"""GGN quadratic form :math:`\delta^\top G(x)\delta` per example.
 
@@ -98,19 +120,22 @@ def ggn_quadratic_form(
 
     Args:
       outputs_fn: ``x [N, ...] -> z [N, K]`` (logits for cross-entropy).
-      x: ``[N, ...]``. delta: ``[N, ...]``.
+      x: ``[N, ...]`` inside ``box``. delta: ``[N, ...]``.
       loss: one of :data:`GGN_LOSSES`.
+      box: the domain of ``x`` (checked); ``None`` means unbounded.
 
     Returns:
       ``[N]``, non-negative (up to round-off). Cost: one JVP of ``outputs_fn``.
     """
-    _, _, z, dz = _check_common(outputs_fn, x, delta, loss)
+    _, _, z, dz = _check_common(outputs_fn, x, delta, loss, box)
     return _curvature(loss, z, dz)
 
 
-def _pieces(outputs_fn, x, y, delta, loss):
-    x, delta, z, dz = _check_common(outputs_fn, x, delta, loss)
+def _pieces(outputs_fn, x, y, delta, loss, box):
+    x, delta, z, dz = _check_common(outputs_fn, x, delta, loss, box)
     y = jnp.asarray(y)
+    if loss == "squared_error":
+        V.check_finite(y, "y")
     _check_targets(loss, z, y)
 
     def loss_fn(xx):
@@ -131,6 +156,7 @@ def quadratic_model_error(
     delta: ArrayLike,
     *,
     loss: str = "cross_entropy",
+    box: tuple[float, float] | None = (0.0, 1.0),
 ) -> Array:
     r"""Error of the GGN quadratic model, :math:`\varepsilon(\delta)` of Eqn (C1), per example.
 
@@ -142,27 +168,32 @@ def quadratic_model_error(
       x: ``[N, ...]``. delta: ``[N, ...]``.
       y: int labels ``[N]`` (cross-entropy) or real targets ``[N, K]`` (squared error).
       loss: one of :data:`GGN_LOSSES`.
+      box: the domain of ``x`` (checked); ``None`` means unbounded.
 
     Returns:
       ``[N]`` (signed). Cost: two JVPs and one forward pass.
     """
-    return _pieces(outputs_fn, x, y, delta, loss)[4]
+    return _pieces(outputs_fn, x, y, delta, loss, box)[4]
 
 
 def _gamma_or_gap(gamma, gap):
     if gamma is None:
         return gap
+    if isinstance(gamma, (list, tuple)):
+        gamma = jnp.asarray(gamma)
+    V.check_nonnegative_value(gamma, "gamma", scalar=False)
     return jnp.broadcast_to(jnp.asarray(gamma, gap.dtype), gap.shape)
 
 
 def squared_error_ggn_bound(
     outputs_fn: OutputsFn,
     x: ArrayLike,
-    targets: ArrayLike,
+    y: ArrayLike,
     delta: ArrayLike,
     *,
     gamma: ArrayLike | None = None,
-) -> tuple[Array, Array]:
+    box: tuple[float, float] | None = (0.0, 1.0),
+) -> GGNBound:
     r"""Both sides of Prop. C.1 (squared error :math:`\nu = \frac12\|y - z\|^2`).
 
     .. math:: |\delta^\top \nabla_x \ell(x)| \le
@@ -170,32 +201,35 @@ def squared_error_ggn_bound(
 
     Args:
       outputs_fn: ``x -> z [N, K]``.
-      x: ``[N, ...]``. targets: ``[N, K]`` real targets ``y``. delta: ``[N, ...]`` in the ball.
+      x: ``[N, ...]`` inside ``box``. y: ``[N, K]`` real regression targets. delta:
+        ``[N, ...]`` in the ball.
       gamma: :math:`\gamma(\epsilon; x)`, scalar or ``[N]``. The proposition needs
         :math:`\gamma \ge g(\delta; x)`; ``None`` uses :math:`g(\delta; x)` itself (the
         tightest value for which the bound holds).
+      box: the domain of ``x`` (checked); ``None`` means unbounded.
 
     Returns:
-      ``(lhs [N], rhs [N])``. Cost: two JVPs and one forward pass.
+      :class:`GGNBound` ``(lhs [N], rhs [N])``. Cost: two JVPs and one forward pass.
 
     References:
       Qin et al. 2019, Prop. C.1 and its proof (appendix D.1).
     """
-    _, loss_x, directional, gap, err = _pieces(outputs_fn, x, targets, delta, "squared_error")
+    _, loss_x, directional, gap, err = _pieces(outputs_fn, x, y, delta, "squared_error", box)
     g = _gamma_or_gap(gamma, gap)
     lhs = jnp.abs(directional)
     rhs = 2.0 * jnp.sqrt(jnp.maximum(2.0 * loss_x * (g + jnp.abs(err)), 0.0))
-    return lhs, rhs
+    return GGNBound(lhs, rhs)
 
 
 def cross_entropy_ggn_bound(
     logits_fn: OutputsFn,
     x: ArrayLike,
-    labels: ArrayLike,
+    y: ArrayLike,
     delta: ArrayLike,
     *,
     gamma: ArrayLike | None = None,
-) -> tuple[Array, Array]:
+    box: tuple[float, float] | None = (0.0, 1.0),
+) -> GGNBound:
     r"""Both sides of Prop. C.2 (softmax cross-entropy).
 
     .. math:: |\delta^\top \nabla_x \ell(x)| \le
@@ -209,19 +243,21 @@ def cross_entropy_ggn_bound(
 
     Args:
       logits_fn: ``x -> logits [N, K]``.
-      x: ``[N, ...]``. labels: ``int32 [N]``. delta: ``[N, ...]`` in the ball.
+      x: ``[N, ...]`` inside ``box``. y: ``int32 [N]`` labels in ``[0, K)``. delta: ``[N, ...]``
+        in the ball.
       gamma: scalar or ``[N]``, needs :math:`\gamma \ge g(\delta; x)`; ``None`` uses
         :math:`g(\delta; x)`.
+      box: the domain of ``x`` (checked); ``None`` means unbounded.
 
     Returns:
-      ``(lhs [N], rhs [N])``. Cost: two JVPs and one forward pass.
+      :class:`GGNBound` ``(lhs [N], rhs [N])``. Cost: two JVPs and one forward pass.
 
     References:
       Qin et al. 2019, Prop. C.2 and its proof (appendix D.2).
     """
-    z, _, directional, gap, err = _pieces(logits_fn, x, labels, delta, "cross_entropy")
+    z, _, directional, gap, err = _pieces(logits_fn, x, y, delta, "cross_entropy", box)
     g = _gamma_or_gap(gamma, gap)
-    p_y = jnp.take_along_axis(jax.nn.softmax(z, axis=-1), jnp.asarray(labels)[:, None], -1)[:, 0]
+    p_y = jnp.take_along_axis(jax.nn.softmax(z, axis=-1), jnp.asarray(y)[:, None], -1)[:, 0]
     lhs = jnp.abs(directional)
     rhs = jnp.sqrt(jnp.maximum(2.0 * (g + jnp.abs(err)) / p_y, 0.0))
-    return lhs, rhs
+    return GGNBound(lhs, rhs)

@@ -24,6 +24,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from robustjax._src import validation as V
 from robustjax._src.types import Array, ArrayLike, PRNGKey
@@ -36,6 +37,8 @@ from robustjax.projections._lp import random_in_ball
 
 __all__ = [
     "STEP_RULES",
+    "GapSearch",
+    "LinearityTerms",
     "LocalLinearity",
     "linearity_gap",
     "linearity_terms",
@@ -44,20 +47,22 @@ __all__ = [
     "maximize_linearity_gap",
 ]
 
-#: Step rules of the inner maximisation: ``"adam"`` (the paper's), ``"sign"`` (FGSM-style) and
-#: ``"normalized"`` (gradient divided by its per-example ℓ2 norm; the natural choice for ℓ2 balls).
-#: They are the attack library's step rules (:func:`robustjax.attacks._base.step_rule_transform`),
-#: so the LLR inner loop, ADV-k training and the PGD attacks share one implementation.
-STEP_RULES = ("adam", "sign", "normalized")
-assert set(STEP_RULES) == set(_attack_base.STEP_RULES)
+#: Step rules of the inner maximisation: the attack library's set, the same object as
+#: :data:`robustjax.attacks.STEP_RULES` (``"sign"``, ``"normalized"``, ``"adam"``), resolved by
+#: the same function (:func:`robustjax.attacks._base.step_rule_transform`), so the LLR inner
+#: loop, ADV-k training and the PGD attacks share one implementation. An
+#: ``optax.GradientTransformation`` is accepted too. The measures' default is ``"adam"`` (the
+#: paper's, Algorithm 1); ``None`` is the attacks' default (``"sign"`` for ℓ∞,
+#: ``"normalized"`` for ℓ2).
+STEP_RULES = _attack_base.STEP_RULES
 
 LossOfInputs = Callable[[Array], Array]
 
 
-def resolve_unroll(unroll: int | bool | None, num_steps: int) -> int | bool:
+def resolve_unroll(unroll: int | bool | None, steps: int) -> int | bool:
     """Unroll factor of an ascent loop: the attack library's rule (one rule for all loops).
 
-    ``None`` (default): fully unrolled on the CPU backend when ``num_steps <= 100``, else 1
+    ``None`` (default): fully unrolled on the CPU backend when ``steps <= 100``, else 1
     (:func:`robustjax.attacks._pgd.resolve_unroll`; on XLA:CPU a rolled loop around a small
     network's forward/backward pass ran 2-3x slower per iteration than unrolled code, at the
     price of a compile time that grows with the number of unrolled steps). An explicit
@@ -66,7 +71,33 @@ def resolve_unroll(unroll: int | bool | None, num_steps: int) -> int | bool:
     """
     if unroll is not None and not isinstance(unroll, bool):
         V.check_positive_int(unroll, "unroll")
-    return _attack_pgd.resolve_unroll(unroll, num_steps)
+    return _attack_pgd.resolve_unroll(unroll, steps)
+
+
+class LinearityTerms(NamedTuple):
+    r"""Result of :func:`linearity_terms`: three ``[N]`` arrays.
+
+    Attributes:
+      loss_x: :math:`\ell(x)`.
+      directional: :math:`\delta^\top \nabla_x \ell(x)`.
+      loss_x_delta: :math:`\ell(x + \delta)`.
+    """
+
+    loss_x: Array
+    directional: Array
+    loss_x_delta: Array
+
+
+class GapSearch(NamedTuple):
+    r"""Result of :func:`maximize_linearity_gap`.
+
+    Attributes:
+      delta: ``[N, ...]`` the perturbation found (gradient-stopped).
+      gap: ``[N]`` its gap :math:`g(\delta; x)`, or ``None`` when ``keep_best=False``.
+    """
+
+    delta: Array
+    gap: Array | None
 
 
 class LocalLinearity(NamedTuple):
@@ -99,16 +130,46 @@ def _check_loss_out(value: Array, x: Array) -> None:
 
 
 def _check_eps(eps, x: Array) -> None:
+    """``eps``: a number or a (traced) scalar / ``[N]`` array, ``>= 0`` and not NaN (traced
+    values in the checked mode, see :func:`robustjax.checked`)."""
     if isinstance(eps, (jax.Array, jax.core.Tracer)) or hasattr(eps, "shape"):
         if jnp.ndim(eps) not in (0, 1) or (jnp.ndim(eps) == 1 and jnp.shape(eps)[0] != x.shape[0]):
             raise ValueError(
                 f"`eps` must be a scalar or have shape ({x.shape[0]},), got {jnp.shape(eps)}."
             )
-    else:
-        V.check_nonnegative(eps, "eps")
+        if not isinstance(eps, (jax.Array, jax.core.Tracer)):
+            eps = jnp.asarray(eps)
+    V.check_nonnegative_value(eps, "eps", scalar=False)
 
 
-def linearity_terms(loss_fn: LossOfInputs, x: ArrayLike, delta: ArrayLike):
+def _check_x(x, box, *, name: str = "x") -> Array:
+    """Images or features ``[N, ...]`` (rank 2-4; NHWC for rank 4), finite, inside ``box``."""
+    V.check_images(x, name, rank=(2, 3, 4), box=box)
+    return jnp.asarray(x)
+
+
+def _check_box(box) -> None:
+    if box is None:
+        return
+    if not (isinstance(box, (tuple, list)) and len(box) == 2):
+        raise ValueError(f"`box` must be a pair (lo, hi) or None, got {box!r}.")
+    lo, hi = (V._check_number(b, "box") for b in box)
+    if not lo < hi:
+        raise ValueError(f"`box` must have lo < hi, got {box!r}.")
+
+
+def _step_transform(step_rule, norm: str):
+    """The attack library's step rule (validated there); ``None`` is its per-norm default."""
+    return _attack_base.step_rule_transform(step_rule, norm)
+
+
+def linearity_terms(
+    loss_fn: LossOfInputs,
+    x: ArrayLike,
+    delta: ArrayLike,
+    *,
+    box: tuple[float, float] | None = (0.0, 1.0),
+) -> LinearityTerms:
     r"""The pieces of :math:`g(\delta; x)`: ``(loss_x, directional, loss_x_delta)``.
 
     .. math:: \ell(x),\quad \delta^\top \nabla_x \ell(x),\quad \ell(x + \delta)
@@ -119,25 +180,36 @@ def linearity_terms(loss_fn: LossOfInputs, x: ArrayLike, delta: ArrayLike):
 
     Args:
       loss_fn: ``x [N, ...] -> [N]`` per-example loss.
-      x: ``[N, ...]`` nominal inputs.
+      x: ``[N, ...]`` nominal inputs (``[N, H, W, C]`` images, or ``[N, D]`` features), inside
+        ``box``.
       delta: ``[N, ...]`` perturbations.
+      box: the domain of ``x`` (checked, not enforced); ``None`` means unbounded.
 
     Returns:
-      Three ``[N]`` arrays. Cost: one JVP (about 2-3 forward passes) plus one forward pass.
+      :class:`LinearityTerms` of three ``[N]`` arrays. Cost: one JVP (about 2-3 forward
+      passes) plus one forward pass.
     """
-    x = jnp.asarray(x)
+    _check_box(box)
+    x = _check_x(x, box)
     delta = jnp.asarray(delta, x.dtype)
     if delta.shape != x.shape:
         raise ValueError(
             f"`delta` must have the shape of `x` {tuple(x.shape)}, got {tuple(delta.shape)}."
         )
+    V.check_finite(delta, "delta")
     loss_x, directional = jax.jvp(loss_fn, (x,), (delta,))
     _check_loss_out(loss_x, x)
     loss_xd = loss_fn(x + delta)
-    return loss_x, directional, loss_xd
+    return LinearityTerms(loss_x, directional, loss_xd)
 
 
-def linearity_gap(loss_fn: LossOfInputs, x: ArrayLike, delta: ArrayLike) -> Array:
+def linearity_gap(
+    loss_fn: LossOfInputs,
+    x: ArrayLike,
+    delta: ArrayLike,
+    *,
+    box: tuple[float, float] | None = (0.0, 1.0),
+) -> Array:
     r"""Gap between the loss and its first-order Taylor model, per example (Eqn 5).
 
     .. math:: g(\delta; x) = \left|\ell(x + \delta) - \ell(x) - \delta^\top \nabla_x \ell(x)\right|
@@ -145,8 +217,9 @@ def linearity_gap(loss_fn: LossOfInputs, x: ArrayLike, delta: ArrayLike) -> Arra
     Args:
       loss_fn: ``x [N, ...] -> [N]`` per-example loss, e.g.
         ``lambda x: cross_entropy(logits_fn(x), y)``. Examples must not interact (module note).
-      x: ``[N, ...]`` nominal inputs.
+      x: ``[N, ...]`` nominal inputs, inside ``box``.
       delta: ``[N, ...]`` perturbations (not projected or clipped here).
+      box: the domain of ``x`` (checked); ``None`` means unbounded.
 
     Returns:
       ``[N]``, non-negative; zero at ``delta = 0``. Differentiable with respect to anything
@@ -155,7 +228,7 @@ def linearity_gap(loss_fn: LossOfInputs, x: ArrayLike, delta: ArrayLike) -> Arra
     References:
       Qin et al. 2019, Eqn (5).
     """
-    loss_x, directional, loss_xd = linearity_terms(loss_fn, x, delta)
+    loss_x, directional, loss_xd = linearity_terms(loss_fn, x, delta, box=box)
     return jnp.abs(loss_xd - loss_x - directional)
 
 
@@ -166,13 +239,18 @@ def _loss_and_input_grad(loss_fn: LossOfInputs, x: Array):
     return loss_x, grad_x
 
 
+def _is_key_batch(key) -> bool:
+    return (isinstance(key, (jax.Array, jax.core.Tracer)) and jnp.ndim(key) == 1
+            and jnp.issubdtype(key.dtype, jax.dtypes.prng_key))
+
+
 def random_delta(key: PRNGKey, x: Array, *, eps, norm: str) -> Array:
     """Uniform random point of the ε-ball per example (Algorithm 1 line 5).
 
     ``key`` is one PRNG key, or one key per example (shape ``[N]``), which makes each example's
     start independent of how the batch is split across devices.
     """
-    if jnp.ndim(key) == 1 and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if _is_key_batch(key):
         if key.shape[0] != x.shape[0]:
             raise ValueError(f"`key` must be one key or {x.shape[0]} keys, got {key.shape[0]}.")
         unit = jax.vmap(
@@ -184,25 +262,40 @@ def random_delta(key: PRNGKey, x: Array, *, eps, norm: str) -> Array:
     return random_in_ball(key, x.shape, eps=eps, norm=norm, dtype=x.dtype)
 
 
+def _check_search_args(key, x, *, eps, steps, step_size, norm, step_rule, box, unroll):
+    """Validate the arguments shared by the γ estimators; returns ``(x, tx, unroll)``."""
+    V.check_positive_int(steps, "steps")
+    V.check_positive(step_size, "step_size")
+    V.check_choice(norm, "norm", NORMS)
+    tx = _step_transform(step_rule, norm)
+    unroll = resolve_unroll(unroll, steps)
+    _check_box(box)
+    if not _is_key_batch(key):
+        V.check_key(key)
+    x = _check_x(x, box)
+    _check_eps(eps, x)
+    return x, tx, unroll
+
+
 def maximize_linearity_gap(
     loss_fn: LossOfInputs,
     key: PRNGKey,
     x: ArrayLike,
     *,
     eps: float | ArrayLike,
-    num_steps: int,
+    steps: int,
     step_size: float,
     norm: str = "linf",
-    step_rule: str = "adam",
-    box: tuple[float, float] | None = None,
+    step_rule: str | optax.GradientTransformation | None = "adam",
+    box: tuple[float, float] | None = (0.0, 1.0),
     keep_best: bool = True,
     loss_x: ArrayLike | None = None,
     grad_x: ArrayLike | None = None,
     unroll: int | bool | None = None,
-) -> tuple[Array, Array | None]:
+) -> GapSearch:
     r"""The inner loop of Algorithm 1: projected ascent on :math:`g(\delta; x)`.
 
-    Starts uniformly in the ball, then ``num_steps`` times
+    Starts uniformly in the ball, then ``steps`` times
     :math:`\delta \leftarrow \Pi(\delta + s \cdot \mathrm{Rule}(\nabla_\delta g))`, where
     :math:`\nabla_\delta g = \mathrm{sign}(r)\,(\nabla\ell(x+\delta) - \nabla\ell(x))` and
     :math:`r = \ell(x+\delta) - \ell(x) - \delta^\top\nabla\ell(x)`. :math:`\ell(x)` and
@@ -216,29 +309,27 @@ def maximize_linearity_gap(
     Args:
       loss_fn: ``x [N, ...] -> [N]``; examples must not interact.
       key: PRNG key for the uniform start, or one key per example (``[N]``).
-      x: ``[N, ...]`` nominal inputs.
-      eps: ball radius, a number or a (traced) scalar / ``[N]`` array.
-      num_steps: ``M >= 1`` ascent steps.
+      x: ``[N, ...]`` nominal inputs (``[N, H, W, C]`` images or ``[N, D]``), inside ``box``.
+      eps: ball radius ``>= 0``, a number or a (traced) scalar / ``[N]`` array.
+      steps: ``M >= 1`` ascent steps.
       step_size: ``s > 0``.
       norm: ``"linf"`` or ``"l2"``.
-      step_rule: one of :data:`STEP_RULES`.
-      box: if given, ``x + δ`` is also kept inside it (e.g. ``(0, 1)`` for images).
+      step_rule: a name in :data:`STEP_RULES` (default ``"adam"``, the paper's), ``None``
+        (the attacks' per-norm default) or an ``optax.GradientTransformation``.
+      box: ``x`` must lie in it and ``x + δ`` is kept inside it; default ``(0, 1)`` (images);
+        ``None`` means unbounded (the paper's bare :math:`B(\epsilon)`).
       keep_best: if ``True`` return the iterate with the largest gap among ``δ_0 … δ_M``
         (one extra forward pass at ``δ_M``) and that gap; else return ``δ_M`` and ``None``.
       loss_x, grad_x: optionally precomputed ``ℓ(x) [N]`` and ``∇ℓ(x) [N, ...]``.
       unroll: unroll factor of the step loop (speed only; see :func:`resolve_unroll`).
 
     Returns:
-      ``(delta [N, ...], gap [N] or None)``, both gradient-stopped.
+      :class:`GapSearch` ``(delta [N, ...], gap [N] or None)``, both gradient-stopped.
       Cost: ``O((M + 1)·(fwd + bwd))`` (+ one fwd when ``keep_best``).
     """
-    V.check_positive_int(num_steps, "num_steps")
-    V.check_positive(step_size, "step_size")
-    V.check_choice(norm, "norm", NORMS)
-    V.check_choice(step_rule, "step_rule", STEP_RULES)
-    unroll = resolve_unroll(unroll, num_steps)
-    x = jax.lax.stop_gradient(jnp.asarray(x))
-    _check_eps(eps, x)
+    x, tx, unroll = _check_search_args(key, x, eps=eps, steps=steps, step_size=step_size,
+                                       norm=norm, step_rule=step_rule, box=box, unroll=unroll)
+    x = jax.lax.stop_gradient(x)
     if loss_x is None or grad_x is None:
         loss_x, grad_x = _loss_and_input_grad(loss_fn, x)
     loss_x = jax.lax.stop_gradient(jnp.asarray(loss_x))
@@ -259,7 +350,6 @@ def maximize_linearity_gap(
 
     # The loop is the attack library's: its step rules (one optax transform per rule) and its
     # step runner (Python loop when fully unrolled, else lax.fori_loop).
-    tx = _attack_base.step_rule_transform(step_rule, norm)
     delta0 = proj(x + random_delta(key, x, eps=eps, norm=norm)) - x
     neg = jnp.full((x.shape[0],), -jnp.inf, x.dtype)
 
@@ -275,30 +365,28 @@ def maximize_linearity_gap(
         return (delta, opt_state, best_g, best_d), None
 
     (delta, _, best_g, best_d), _ = _attack_pgd.run_steps(
-        update, (delta0, tx.init(delta0), neg, delta0), num_steps, unroll)
+        update, (delta0, tx.init(delta0), neg, delta0), steps, unroll)
     if not keep_best:
-        return jax.lax.stop_gradient(delta), None
+        return GapSearch(jax.lax.stop_gradient(delta), None)
     gap = gap_only(delta)
     better = gap > best_g
     best_d = jnp.where(_bcast(better, delta), delta, best_d)
     best_g = jnp.where(better, gap, best_g)
-    return jax.lax.stop_gradient(best_d), jax.lax.stop_gradient(best_g)
+    return GapSearch(jax.lax.stop_gradient(best_d), jax.lax.stop_gradient(best_g))
 
 
-def _search_with_restarts(loss_fn, key, x, *, num_restarts, **kw) -> Array:
-    """Best ``δ`` per example over ``num_restarts`` runs of :func:`maximize_linearity_gap`."""
-    V.check_positive_int(num_restarts, "num_restarts")
-    x = jnp.asarray(x)
-    if num_restarts == 1:
+def _search_with_restarts(loss_fn, key, x, *, restarts, **kw) -> Array:
+    """Best ``δ`` per example over ``restarts`` runs of :func:`maximize_linearity_gap`."""
+    V.check_positive_int(restarts, "restarts")
+    x, _, _ = _check_search_args(key, x, **kw)
+    if restarts == 1:
         return maximize_linearity_gap(loss_fn, key, x, keep_best=True, **kw)[0]
     loss_x, grad_x = _loss_and_input_grad(loss_fn, jax.lax.stop_gradient(x))
-    per_example = jnp.ndim(key) == 1 and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-    if per_example:
+    if _is_key_batch(key):
         keys = jax.vmap(lambda r: jax.vmap(lambda k: jax.random.fold_in(k, r))(key))(
-            jnp.arange(num_restarts))
+            jnp.arange(restarts))
     else:
-        V.check_key(key)
-        keys = jax.random.split(key, num_restarts)
+        keys = jax.random.split(key, restarts)
 
     def one(k):
         return maximize_linearity_gap(loss_fn, k, x, keep_best=True, loss_x=loss_x,
@@ -316,12 +404,12 @@ def local_linearity(
     x: ArrayLike,
     *,
     eps: float | ArrayLike,
-    num_steps: int,
+    steps: int,
     step_size: float,
     norm: str = "linf",
-    step_rule: str = "adam",
-    box: tuple[float, float] | None = None,
-    num_restarts: int = 1,
+    step_rule: str | optax.GradientTransformation | None = "adam",
+    box: tuple[float, float] | None = (0.0, 1.0),
+    restarts: int = 1,
     unroll: int | bool | None = None,
 ) -> LocalLinearity:
     r"""Local linearity measure :math:`\gamma(\epsilon, x)` and its maximiser (Eqn 6).
@@ -329,7 +417,7 @@ def local_linearity(
     .. math:: \gamma(\epsilon, x) = \max_{\delta \in B(\epsilon)} g(\delta; x),\qquad
               \delta_{LLR} = \arg\max_{\delta \in B(\epsilon)} g(\delta; x)
 
-    The maximum is estimated by the paper's inner loop (uniform start, ``num_steps`` Adam-driven
+    The maximum is estimated by the paper's inner loop (uniform start, ``steps`` Adam-driven
     projected ascent steps of size ``step_size``; see :func:`maximize_linearity_gap`). Choice:
     we keep the best iterate per example (the estimate is then never below the gap at the
     random start). The returned ``gamma`` is recomputed at the gradient-stopped ``delta``, so it
@@ -339,33 +427,35 @@ def local_linearity(
     Args:
       loss_fn: ``x [N, ...] -> [N]`` per-example loss; examples must not interact (no train-mode
         batch norm).
-      key: PRNG key (uniform start).
-      x: ``[N, ...]`` nominal inputs.
-      eps: radius of :math:`B(\epsilon)`; number, or traced scalar / ``[N]``.
-      num_steps: ``M``. step_size: ``s``.
+      key: PRNG key (uniform start), or one key per example (``[N]``).
+      x: ``[N, ...]`` nominal inputs (``[N, H, W, C]`` images or ``[N, D]``), inside ``box``.
+      eps: radius ``>= 0`` of :math:`B(\epsilon)`; number, or (traced) scalar / ``[N]``.
+      steps: ``M``. step_size: ``s``.
       norm: ``"linf"`` (the paper's) or ``"l2"`` (use ``step_rule="normalized"`` there: Adam's
         per-coordinate normalisation is a poor ascent direction on an ℓ2 sphere).
-      step_rule: ``"adam"`` (paper), ``"sign"`` or ``"normalized"``.
-      box: optional box for ``x + δ`` (``(0, 1)`` for images); ``None`` is the paper's
-        :math:`B(\epsilon)` alone.
-      num_restarts: independent uniform starts (vmapped); the best per example is kept. The
+      step_rule: a name in :data:`STEP_RULES` (default ``"adam"``, the paper's), ``None`` or an
+        optax transform.
+      box: ``x`` must lie in it and ``x + δ`` is kept inside it; default ``(0, 1)`` (images);
+        ``None`` is the paper's :math:`B(\epsilon)` alone.
+      restarts: independent uniform starts (vmapped); the best per example is kept. The
         gap is not concave in δ (its sign picks one of two basins at the start), so one start
         can stop at a local maximum; a few restarts make the estimate reliable for evaluation.
       unroll: unroll factor of the step loop (speed only; see :func:`resolve_unroll`).
 
     Returns:
       :class:`LocalLinearity` ``(gamma [N], delta [N, ...])``.
-      Cost: ``O(R·(M + 1)·(fwd + bwd))`` plus one JVP, ``R = num_restarts``.
+      Cost: ``O(R·(M + 1)·(fwd + bwd))`` plus one JVP, ``R = restarts``.
 
     References:
       Qin et al. 2019, Eqns (5)-(6), Algorithm 1 lines 5-9.
     """
     delta = _search_with_restarts(
-        loss_fn, key, x, num_restarts=num_restarts, eps=eps, num_steps=num_steps,
+        loss_fn, key, x, restarts=restarts, eps=eps, steps=steps,
         step_size=step_size, norm=norm, step_rule=step_rule, box=box, unroll=unroll,
     )
-    gamma = linearity_gap(loss_fn, x, delta)
-    return LocalLinearity(gamma=gamma, delta=delta)
+    # x + delta may leave the box when box=None; the nominal x was checked above.
+    loss_x, directional, loss_xd = linearity_terms(loss_fn, x, delta, box=None)
+    return LocalLinearity(gamma=jnp.abs(loss_xd - loss_x - directional), delta=delta)
 
 
 def llr_penalty(
@@ -374,14 +464,14 @@ def llr_penalty(
     x: ArrayLike,
     *,
     eps: float | ArrayLike,
-    lambda_: float = 4.0,
-    mu: float = 0.5,
-    num_steps: int,
+    lambda_: float | ArrayLike = 4.0,
+    mu: float | ArrayLike = 0.5,
+    steps: int,
     step_size: float,
     norm: str = "linf",
-    step_rule: str = "adam",
-    box: tuple[float, float] | None = None,
-    num_restarts: int = 1,
+    step_rule: str | optax.GradientTransformation | None = "adam",
+    box: tuple[float, float] | None = (0.0, 1.0),
+    restarts: int = 1,
     unroll: int | bool | None = None,
 ) -> Array:
     r"""The LLR regulariser of Eqn (8), per example.
@@ -389,9 +479,9 @@ def llr_penalty(
     .. math:: \lambda\,\gamma(\epsilon, x) + \mu\,\left|\delta_{LLR}^\top \nabla_x \ell(x)\right|
 
     Differentiable with respect to what ``loss_fn`` closes over, with :math:`\delta_{LLR}` held
-    constant. Arguments as in :func:`local_linearity`; ``lambda_, mu >= 0``, by default the
-    (λ, μ) = (4, 0.5) of Tables F2/F3 (appendix F.2's text says μ = 3, which contradicts the
-    tables; see ``robustjax.training.llr_objective``).
+    constant. Arguments as in :func:`local_linearity`; ``lambda_, mu >= 0`` (numbers or
+    traced scalars), by default the (λ, μ) = (4, 0.5) of Tables F2/F3 (appendix F.2's text
+    says μ = 3, which contradicts the tables; see ``robustjax.training.llr_objective``).
 
     Returns:
       ``[N]``. Cost: that of :func:`local_linearity`.
@@ -399,12 +489,12 @@ def llr_penalty(
     References:
       Qin et al. 2019, Eqn (8) and Algorithm 1 line 10.
     """
-    V.check_nonnegative(lambda_, "lambda_")
-    V.check_nonnegative(mu, "mu")
+    V.check_nonnegative_value(lambda_, "lambda_")
+    V.check_nonnegative_value(mu, "mu")
     delta = _search_with_restarts(
-        loss_fn, key, x, num_restarts=num_restarts, eps=eps, num_steps=num_steps,
+        loss_fn, key, x, restarts=restarts, eps=eps, steps=steps,
         step_size=step_size, norm=norm, step_rule=step_rule, box=box, unroll=unroll,
     )
-    loss_x, directional, loss_xd = linearity_terms(loss_fn, x, delta)
+    loss_x, directional, loss_xd = linearity_terms(loss_fn, x, delta, box=None)
     gamma = jnp.abs(loss_xd - loss_x - directional)
     return lambda_ * gamma + mu * jnp.abs(directional)

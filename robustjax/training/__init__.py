@@ -28,8 +28,6 @@ from robustjax.training._steps import make_train_step
 from robustjax.training._train_state import TrainState
 from robustjax.training._train_state import create_train_state
 from robustjax.training._llr import adv_k_objective
-from robustjax.training._llr import eps_ramp
-from robustjax.training._llr import l2_penalty
 from robustjax.training._llr import llr_objective
 from robustjax.training._llr import nominal_batch_stats
 from robustjax.training._llr import trades_objective
@@ -85,8 +83,6 @@ __all__ = [
     "make_l2l_star_step",
     "train_attack_generator",
     "adv_k_objective",
-    "eps_ramp",
-    "l2_penalty",
     "llr_objective",
     "nominal_batch_stats",
     "trades_objective",

@@ -42,7 +42,6 @@ from robustjax._src import validation as V
 from robustjax._src.types import Array, PRNGKey, PyTree
 from robustjax.attacks import _base as _attack_base
 from robustjax.attacks import _pgd as _attack_pgd
-from robustjax.linearity._measures import STEP_RULES
 from robustjax.linearity._measures import _loss_and_input_grad
 from robustjax.linearity._measures import maximize_linearity_gap
 from robustjax.linearity._measures import random_delta
@@ -51,8 +50,6 @@ from robustjax.projections._lp import NORMS
 from robustjax.projections._lp import project
 
 __all__ = [
-    "eps_ramp",
-    "l2_penalty",
     "nominal_batch_stats",
     "llr_objective",
     "trades_objective",
@@ -67,49 +64,13 @@ Schedule = Callable[[Array], Array]
 # helpers
 
 
-def eps_ramp(*, eps: float, ramp_steps: int, start: float = 0.0) -> Schedule:
-    r"""Linear ε ramp-up: ``start`` at step 0 to ``eps`` at ``ramp_steps``, constant after.
-
-    .. math:: \epsilon_t = \epsilon_0 + (\epsilon - \epsilon_0)\min(t / T, 1)
-
-    The paper ramps from 0 over the first 15 (CIFAR-10) / 20 or 90 (ImageNet) epochs; pass
-    ``ramp_steps = epochs * steps_per_epoch``. ``ramp_steps = 0`` gives the constant ``eps``.
-
-    Returns:
-      ``schedule(step) -> eps`` (jittable, ``float32`` scalar).
-    """
-    V.check_nonnegative(eps, "eps")
-    V.check_nonnegative(start, "start")
-    V.check_nonnegative_int(ramp_steps, "ramp_steps")
-
-    def schedule(step):
-        if ramp_steps == 0:
-            return jnp.asarray(eps, jnp.float32)
-        frac = jnp.clip(jnp.asarray(step, jnp.float32) / ramp_steps, 0.0, 1.0)
-        return jnp.asarray(start + (eps - start) * frac, jnp.float32)
-
-    return schedule
-
-
 def _eps_at(eps: float | Schedule, step) -> Array | float:
     return eps(step) if callable(eps) else eps
 
 
 def _check_eps_arg(eps) -> None:
     if not callable(eps):
-        V.check_nonnegative(eps, "eps")
-
-
-def l2_penalty(params: PyTree, *, weight_decay: float) -> Array:
-    r"""ℓ2 regularisation :math:`\frac{w}{2}\sum \|W\|_F^2` over kernels (leaves of rank ≥ 2).
-
-    Choice: biases and batch-norm scales/offsets (rank-1 leaves) are not decayed.
-    """
-    V.check_nonnegative(weight_decay, "weight_decay")
-    leaves = [p for p in jax.tree.leaves(params) if jnp.ndim(p) >= 2]
-    if weight_decay == 0.0 or not leaves:
-        return jnp.zeros((), jnp.float32)
-    return 0.5 * weight_decay * sum(jnp.sum(jnp.square(p)) for p in leaves)
+        V.check_nonnegative_value(eps, "eps")
 
 
 def _start_keys(key: PRNGKey, batch: dict) -> PRNGKey:
@@ -120,13 +81,19 @@ def _start_keys(key: PRNGKey, batch: dict) -> PRNGKey:
     return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(index))
 
 
-def _check_batch(batch: Any) -> tuple[Array, Array]:
+def _check_batch(batch: Any, box) -> tuple[Array, Array]:
+    """``batch["image"]`` ``[N, H, W, C]`` in ``box`` and ``batch["label"]`` int ``[N]``; the
+    label range is checked against the logits by :func:`_check_label_range`."""
     if not isinstance(batch, dict) or "image" not in batch or "label" not in batch:
         raise ValueError("`batch` must be a dict with 'image' and 'label'.")
     x, y = batch["image"], batch["label"]
-    V.check_images(x, "batch['image']")
+    V.check_images(x, "batch['image']", box=box)
     V.check_labels(y, "batch['label']", batch_size=jnp.shape(x)[0])
     return x, y
+
+
+def _check_label_range(y: Array, logits: Array) -> None:
+    V.check_labels(y, "batch['label']", num_classes=int(logits.shape[-1]))
 
 
 def _variables(params: PyTree, batch_stats: PyTree) -> dict:
@@ -226,7 +193,7 @@ def _adv_example(
     x_init: Array,
     *,
     eps,
-    num_steps: int,
+    steps: int,
     step_size: float,
     norm: str,
     step_rule: str,
@@ -235,12 +202,12 @@ def _adv_example(
 ) -> Array:
     """PGD-k on the cross-entropy from ``x_init``: the attack library's
     :func:`robustjax.attacks.make_pgd` step (step rule, projection onto the ε-ball and
-    ``box``) run ``num_steps`` times by its step runner. Returns the gradient-stopped ``x_adv``."""
+    ``box``) run ``steps`` times by its step runner. Returns the gradient-stopped ``x_adv``."""
     x, x0 = _project_start(x, x_init, eps=eps, norm=norm, box=box)
     attack = _attack_pgd.make_pgd(logits_fn, x, y, eps=eps, norm=norm, step_size=step_size,
                                   step_rule=step_rule, loss="ce", box=box)
-    state, _ = _attack_pgd.run_steps(attack.update, attack.init(x0), num_steps,
-                                     resolve_unroll(unroll, num_steps))
+    state, _ = _attack_pgd.run_steps(attack.update, attack.init(x0), steps,
+                                     resolve_unroll(unroll, steps))
     return jax.lax.stop_gradient(state.x)
 
 
@@ -250,7 +217,7 @@ def _ascend(
     x_init: Array,
     *,
     eps,
-    num_steps: int,
+    steps: int,
     step_size: float,
     norm: str,
     step_rule: str,
@@ -271,8 +238,8 @@ def _ascend(
         u, opt = tx.update(grad, opt, xa)
         return (project(xa + step_size * u, x, eps=eps, norm=norm, box=box), opt), None
 
-    (xa, _), _ = _attack_pgd.run_steps(update, (x0, tx.init(x0)), num_steps,
-                                       resolve_unroll(unroll, num_steps))
+    (xa, _), _ = _attack_pgd.run_steps(update, (x0, tx.init(x0)), steps,
+                                       resolve_unroll(unroll, steps))
     return jax.lax.stop_gradient(xa)
 
 
@@ -299,24 +266,23 @@ def llr_objective(
     eps: float | Schedule,
     lambda_: float = 4.0,
     mu: float = 0.5,
-    num_steps: int,
+    steps: int,
     step_size: float,
     nominal_weight: float = 1.0,
-    weight_decay: float = 0.0,
     norm: str = "linf",
-    step_rule: str = "adam",
+    step_rule: Any = "adam",
     box: tuple[float, float] | None = (0.0, 1.0),
     unroll: int | bool | None = None,
 ) -> Objective:
     r"""Local Linearity Regularisation training objective (Eqn 8, Algorithm 1, appendix F.2).
 
     .. math:: L(\theta) = \frac1N\sum_i \Big[w\,\ell(x_i) + \lambda\, g(\delta_i; x_i)
-              + \mu\,|\delta_i^\top \nabla_x \ell(x_i)|\Big] + \frac{w_d}{2}\sum\|W\|^2,
+              + \mu\,|\delta_i^\top \nabla_x \ell(x_i)|\Big],
               \quad \delta_i = \delta_{LLR}(x_i)
 
     with :math:`\ell` the softmax cross-entropy, all terms at the nominal batch statistics (module
     docstring). :math:`\delta_{LLR}` comes from the inner loop of Algorithm 1 (uniform start,
-    ``num_steps`` Adam-driven projected ascent steps of size ``step_size`` on :math:`g`), run
+    ``steps`` Adam-driven projected ascent steps of size ``step_size`` on :math:`g`), run
     with gradient-stopped parameters; as in Algorithm 1 the last iterate is used. The outer
     terms are differentiated with :math:`\delta` constant; :math:`\ell(x)` and
     :math:`\delta^\top\nabla_x\ell(x)` come from one forward-mode JVP along :math:`\delta`,
@@ -324,8 +290,12 @@ def llr_objective(
     gradient of Eqn 8 (the second-order term :math:`\nabla_\theta\,\delta^\top\nabla_x\ell` is
     kept); a test checks it against reverse-over-reverse.
 
-    Paper settings: CIFAR-10 ``eps=8/255, lambda_=4, mu=0.5, nominal_weight=2,
-    weight_decay=2e-4, num_steps=10, step_size=0.1``, ε ramped over 15 epochs (:func:`eps_ramp`).
+    Paper settings: CIFAR-10 ``eps=8/255, lambda_=4, mu=0.5, nominal_weight=2, steps=10,
+    step_size=0.1``, ε ramped over 15 epochs (``eps=optax.linear_schedule(0.0, 8 / 255,
+    15 * steps_per_epoch)``), and weight decay 2e-4, which belongs to the optimizer:
+    ``training.fit(..., weight_decay=2e-4)`` or ``training.make_optimizer(weight_decay=2e-4)``
+    (coupled L2 on the kernels, the gradient of :math:`\frac{w_d}{2}\sum\|W\|^2`; the
+    objectives carry no weight decay, so it is never applied twice).
 
     **Why μ = 0.5 (the default), not the μ = 3 of appendix F.2's text.** The paper is
     inconsistent: F.2's prose says "λ = 4 and μ = 3" for CIFAR-10, but its own sweep (Table F2)
@@ -338,20 +308,21 @@ def llr_objective(
     ``lambda_ = 4, mu = 0.5`` are F2's (4, 0.5) row; ImageNet used λ = 3 with μ = 6 or 9.
 
     Args:
-      eps: radius, or a schedule ``step -> eps`` evaluated at ``state.step``.
+      eps: radius, or a schedule ``step -> eps`` evaluated at ``state.step`` (e.g.
+        ``optax.linear_schedule(0.0, eps, ramp_steps)``, the paper's ramp-up).
       lambda_: weight λ of γ (default 4, Table F2). mu: weight μ of the linear term (default
         0.5, Tables F2/F3; see above).
-      num_steps: inner steps M. step_size: inner step size s.
+      steps: inner steps M. step_size: inner step size s.
       nominal_weight: weight w of the nominal loss (2 or 3 in the paper).
-      weight_decay: ℓ2 coefficient (:func:`l2_penalty`).
-      norm: ``"linf"`` or ``"l2"``. step_rule: ``"adam"`` (paper), ``"sign"``, ``"normalized"``.
+      norm: ``"linf"`` or ``"l2"``. step_rule: a name in ``robustjax.attacks.STEP_RULES``
+        (``"adam"``, the paper's, by default), or an optax transform.
       box: ``x + δ`` is kept in this box (images live in ``[0, 1]``); ``None`` for the bare ball.
       unroll: unroll factor of the inner loop (speed only; default: the attack library's rule,
-        fully unrolled on CPU for ``num_steps <= 100``, see
+        fully unrolled on CPU for ``steps <= 100``, see
         ``robustjax.linearity._measures.resolve_unroll``).
 
     Returns:
-      An objective; metrics ``loss, nominal_loss, accuracy, gamma, linear_term, eps, l2``
+      An objective; metrics ``loss, nominal_loss, accuracy, gamma, linear_term, eps``
       (batch means).
 
     Cost model (one training step = objective + its parameter gradient), in units of one
@@ -376,18 +347,17 @@ def llr_objective(
     ``experiments/benchmarks/llr.py`` for measurements.
     """
     _check_eps_arg(eps)
-    V.check_nonnegative(lambda_, "lambda_")
-    V.check_nonnegative(mu, "mu")
-    V.check_positive_int(num_steps, "num_steps")
+    V.check_nonnegative_value(lambda_, "lambda_")
+    V.check_nonnegative_value(mu, "mu")
+    V.check_positive_int(steps, "steps")
     V.check_positive(step_size, "step_size")
-    V.check_nonnegative(nominal_weight, "nominal_weight")
-    V.check_nonnegative(weight_decay, "weight_decay")
+    V.check_nonnegative_value(nominal_weight, "nominal_weight")
     V.check_choice(norm, "norm", NORMS)
-    V.check_choice(step_rule, "step_rule", STEP_RULES)
-    resolve_unroll(unroll, num_steps)  # validates `unroll`
+    _attack_base.step_rule_transform(step_rule, norm)  # validates `step_rule`
+    resolve_unroll(unroll, steps)  # validates `unroll`
 
     def objective(params, state, batch, key):
-        x, y = _check_batch(batch)
+        x, y = _check_batch(batch, box)
         eps_t = _eps_at(eps, state.step)
         if state.batch_stats:
             _, new_stats, stats = nominal_batch_stats(
@@ -407,7 +377,7 @@ def llr_objective(
 
         loss0, grad0 = _loss_and_input_grad(frozen_loss, x)
         delta, _ = maximize_linearity_gap(
-            frozen_loss, _start_keys(key, batch), x, eps=eps_t, num_steps=num_steps,
+            frozen_loss, _start_keys(key, batch), x, eps=eps_t, steps=steps,
             step_size=step_size, norm=norm, step_rule=step_rule, box=box, keep_best=False,
             loss_x=loss0, grad_x=grad0, unroll=unroll,
         )
@@ -419,11 +389,11 @@ def llr_objective(
         (loss_x, logits_x), (directional, _) = jax.jvp(
             loss_and_logits, (x,), (delta,)
         )
+        _check_label_range(y, logits_x)
         loss_xd = _losses.cross_entropy(logits_at(params, stats, x + delta), y)
         gap = jnp.abs(loss_xd - loss_x - directional)
         lin = jnp.abs(directional)
-        l2 = l2_penalty(params, weight_decay=weight_decay)
-        total = jnp.mean(nominal_weight * loss_x + lambda_ * gap + mu * lin) + l2
+        total = jnp.mean(nominal_weight * loss_x + lambda_ * gap + mu * lin)
         metrics = {
             "loss": total,
             "nominal_loss": jnp.mean(loss_x),
@@ -431,7 +401,6 @@ def llr_objective(
             "gamma": jnp.mean(gap),
             "linear_term": jnp.mean(lin),
             "eps": jnp.asarray(eps_t, jnp.float32),
-            "l2": l2,
         }
         return total, (new_stats, metrics)
 
@@ -446,11 +415,10 @@ def trades_objective(
     *,
     beta: float,
     eps: float | Schedule,
-    num_steps: int,
+    steps: int,
     step_size: float,
     norm: str = "linf",
     init_std: float = 0.001,
-    weight_decay: float = 0.0,
     box: tuple[float, float] | None = (0.0, 1.0),
     unroll: int | bool | None = None,
 ) -> Objective:
@@ -460,7 +428,7 @@ def trades_objective(
               + \beta\,\mathrm{KL}\big(p(x_i)\,\|\,p(x_i')\big)\Big],\quad
               x' \approx \arg\max_{x' \in B(x, \epsilon)} \mathrm{KL}(p(x)\|p(x'))
 
-    Inner maximisation as in the reference code: start at ``x + init_std·N(0, I)``, ``num_steps``
+    Inner maximisation as in the reference code: start at ``x + init_std·N(0, I)``, ``steps``
     sign steps (ℓ∞; normalised gradient steps for ℓ2) of size ``step_size``, projecting onto the
     ball and ``box``; the model runs in eval mode (running statistics) during the attack. The
     outer loss runs the model in train mode on ``x`` and then on ``x'`` (each with its own batch
@@ -468,38 +436,38 @@ def trades_objective(
 
     Args:
       beta: weight of the KL term (6 in TRADES). eps: radius or schedule ``step -> eps``.
-      num_steps: attack steps. step_size: attack step size.
-      norm: ``"linf"`` or ``"l2"``. init_std: std of the Gaussian start.
-      weight_decay: ℓ2 coefficient. box: image box.
+      steps: attack steps. step_size: attack step size.
+      norm: ``"linf"`` or ``"l2"``. init_std: std of the Gaussian start. box: image box.
+      Weight decay belongs to the optimizer (``fit(weight_decay=...)``).
       unroll: unroll factor of the attack loop (speed only; default: unrolled on CPU).
 
     Returns:
-      An objective; metrics ``loss, natural_loss, robust_kl, accuracy, adv_accuracy, eps, l2``.
+      An objective; metrics ``loss, natural_loss, robust_kl, accuracy, adv_accuracy, eps``.
 
     Cost: ``O((K + 1)·(fwd + bwd))`` plus one more forward/backward at ``x``.
     """
-    V.check_nonnegative(beta, "beta")
+    V.check_nonnegative_value(beta, "beta")
     _check_eps_arg(eps)
-    V.check_positive_int(num_steps, "num_steps")
+    V.check_positive_int(steps, "steps")
     V.check_positive(step_size, "step_size")
     V.check_choice(norm, "norm", NORMS)
     V.check_nonnegative(init_std, "init_std")
-    V.check_nonnegative(weight_decay, "weight_decay")
-    resolve_unroll(unroll, num_steps)  # validates `unroll`
-    step_rule = "sign" if norm == "linf" else "normalized"
+    resolve_unroll(unroll, steps)  # validates `unroll`
+    step_rule = None  # the attacks' per-norm default: "sign" for linf, "normalized" for l2
 
     def objective(params, state, batch, key):
-        x, y = _check_batch(batch)
+        x, y = _check_batch(batch, box)
         eps_t = _eps_at(eps, state.step)
         k_init, k_drop1, k_drop2 = jax.random.split(key, 3)
         frozen = _variables(jax.lax.stop_gradient(params), state.batch_stats)
         logits_nat_eval = jax.lax.stop_gradient(state.apply_fn(frozen, x, train=False))
+        _check_label_range(y, logits_nat_eval)
 
         def kl_fn(z):
             return _losses.trades_kl(state.apply_fn(frozen, z, train=False), logits_nat_eval)
 
         x0 = x + init_std * jax.random.normal(k_init, x.shape, x.dtype)
-        x_adv = _ascend(kl_fn, x, x0, eps=eps_t, num_steps=num_steps, step_size=step_size,
+        x_adv = _ascend(kl_fn, x, x0, eps=eps_t, steps=steps, step_size=step_size,
                         norm=norm, step_rule=step_rule, box=box, unroll=unroll)
 
         def run(stats, z, k):
@@ -513,8 +481,7 @@ def trades_objective(
         logits_adv, stats2 = run(stats1, x_adv, k_drop2)
         nat = _losses.cross_entropy(logits_nat, y)
         kl = _losses.trades_kl(logits_adv, logits_nat)
-        l2 = l2_penalty(params, weight_decay=weight_decay)
-        total = jnp.mean(nat + beta * kl) + l2
+        total = jnp.mean(nat + beta * kl)
         metrics = {
             "loss": total,
             "natural_loss": jnp.mean(nat),
@@ -522,7 +489,6 @@ def trades_objective(
             "accuracy": _accuracy(logits_nat, y),
             "adv_accuracy": _accuracy(logits_adv, y),
             "eps": jnp.asarray(eps_t, jnp.float32),
-            "l2": l2,
         }
         return total, (stats2, metrics)
 
@@ -535,13 +501,12 @@ def trades_objective(
 
 def adv_k_objective(
     *,
-    k: int,
+    steps: int,
     eps: float | Schedule,
     step_size: float,
     norm: str = "linf",
-    step_rule: str = "sign",
+    step_rule: Any = "sign",
     random_start: bool = True,
-    weight_decay: float = 0.0,
     box: tuple[float, float] | None = (0.0, 1.0),
     unroll: int | bool | None = None,
 ) -> Objective:
@@ -550,7 +515,8 @@ def adv_k_objective(
     .. math:: L(\theta) = \frac1N\sum_i \mathrm{CE}(f(x_i'), y_i),\quad
               x_i' = \mathrm{PGD}_k(x_i)
 
-    The attack: uniform random start in the ball (``random_start``), ``k`` projected ascent
+    The attack: uniform random start in the ball (``random_start``), ``steps`` (k) projected
+    ascent
     steps on the cross-entropy of size ``step_size`` with ``step_rule`` (``"sign"``: Madry's
     FGSM steps; ``"adam"``: the LLR paper's Adam-driven steps), projected onto the ball and
     ``box``; the model runs in eval mode (running statistics) during the attack, as in the
@@ -560,26 +526,27 @@ def adv_k_objective(
     exactly the PGD that the evaluation runs.
 
     Args:
-      k: attack steps. eps: radius or schedule ``step -> eps``. step_size: attack step size.
-      norm, step_rule, random_start, weight_decay, box: see above.
+      steps: attack steps k. eps: radius or schedule ``step -> eps``. step_size: attack step
+        size.
+      norm, step_rule, random_start, box: see above. Weight decay belongs to the optimizer
+        (``fit(weight_decay=...)``).
       unroll: unroll factor of the attack loop (speed only; default: unrolled on CPU).
 
     Returns:
-      An objective; metrics ``loss, adv_accuracy, eps, l2``.
+      An objective; metrics ``loss, adv_accuracy, eps``.
 
     Cost: ``(2k + 3)F`` in units of a forward pass F: k × (fwd + input-gradient) for the attack
     and fwd + backprop (3F) for the outer loss (cf. :func:`llr_objective`).
     """
-    V.check_positive_int(k, "k")
+    V.check_positive_int(steps, "steps")
     _check_eps_arg(eps)
     V.check_positive(step_size, "step_size")
     V.check_choice(norm, "norm", NORMS)
-    V.check_choice(step_rule, "step_rule", STEP_RULES)
-    V.check_nonnegative(weight_decay, "weight_decay")
-    resolve_unroll(unroll, k)  # validates `unroll`
+    _attack_base.step_rule_transform(step_rule, norm)  # validates `step_rule`
+    resolve_unroll(unroll, steps)  # validates `unroll`
 
     def objective(params, state, batch, key):
-        x, y = _check_batch(batch)
+        x, y = _check_batch(batch, box)
         eps_t = _eps_at(eps, state.step)
         k_start, k_drop = jax.random.split(key)
         frozen = _variables(jax.lax.stop_gradient(params), state.batch_stats)
@@ -590,7 +557,7 @@ def adv_k_objective(
         x0 = x
         if random_start:
             x0 = x + random_delta(_start_keys(k_start, batch), x, eps=eps_t, norm=norm)
-        x_adv = _adv_example(logits_fn, x, y, x0, eps=eps_t, num_steps=k, step_size=step_size,
+        x_adv = _adv_example(logits_fn, x, y, x0, eps=eps_t, steps=steps, step_size=step_size,
                              norm=norm, step_rule=step_rule, box=box, unroll=unroll)
         if state.batch_stats:
             logits, upd = state.apply_fn(_variables(params, state.batch_stats), x_adv,
@@ -601,14 +568,13 @@ def adv_k_objective(
             logits = state.apply_fn({"params": params}, x_adv, train=True,
                                     rngs={"dropout": k_drop})
             new_stats = state.batch_stats
+        _check_label_range(y, logits)
         ce = _losses.cross_entropy(logits, y)
-        l2 = l2_penalty(params, weight_decay=weight_decay)
-        total = jnp.mean(ce) + l2
+        total = jnp.mean(ce)
         metrics = {
             "loss": total,
             "adv_accuracy": _accuracy(logits, y),
             "eps": jnp.asarray(eps_t, jnp.float32),
-            "l2": l2,
         }
         return total, (new_stats, metrics)
 

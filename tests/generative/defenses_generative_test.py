@@ -50,14 +50,14 @@ def _classifier(seed=1):
     return lambda x: x.reshape(x.shape[0], -1) @ v
 
 
-KW = dict(latent_dim=D, num_restarts=4, steps=150, lr=5.0, momentum=0.7)
+KW = dict(latent_dim=D, restarts=4, steps=150, learning_rate=5.0, momentum=0.7)
 
 
 def test_defensegan_recovers_in_range_points_and_keeps_best_restart():
     gen = _generator(*_gen_params())
     z_true = jnp.asarray([[0.4, -0.3], [-0.2, 0.5], [0.1, 0.1]], jnp.float32)
     x = gen(z_true)
-    f = jax.jit(functools.partial(gd.defensegan_reconstruct, gen, return_latent=True,
+    f = jax.jit(functools.partial(gd.defensegan_reconstruct_with_latent, gen,
                                   mode="bpda", **KW))
     x_rec, z, loss = f(jax.random.key(0), x)
     assert x_rec.shape == x.shape and z.shape == (3, D) and loss.shape == (3,)
@@ -90,7 +90,7 @@ def test_defensegan_gradient_modes_match_finite_differences(mode):
     gen = _generator(w, b)
     clf = _classifier()
     x = jnp.clip(gen(jnp.asarray([[0.3, -0.2]])) + 0.05, 0, 1)
-    kw = dict(KW, num_restarts=2, steps=400, lr=2.0, momentum=0.0, backward_steps=200)
+    kw = dict(KW, restarts=2, steps=400, learning_rate=2.0, momentum=0.0, backward_steps=200)
 
     def h(x, mode):
         return jnp.sum(gd.defensegan_logits(clf, gen, jax.random.key(1), x, mode=mode, **kw)[:, 0])
@@ -113,7 +113,7 @@ def test_defensegan_independent_and_joint_solves_agree():
     gen = _generator(w1, jnp.asarray(rng.normal(size=H * H) * 0.3, jnp.float32))
     clf = _classifier()
     x = jnp.clip(gen(jnp.asarray([[0.5], [-0.4], [1.2]])) + 0.03, 0, 1)
-    kw = dict(latent_dim=1, num_restarts=3, steps=300, lr=5.0, momentum=0.7, mode="implicit")
+    kw = dict(latent_dim=1, restarts=3, steps=300, learning_rate=5.0, momentum=0.7, mode="implicit")
 
     def h(x, independent, cg_maxiter):
         logits = gd.defensegan_logits(clf, gen, jax.random.key(3), x, independent=independent,
@@ -157,15 +157,15 @@ def test_defensegan_jit_determinism_and_flax_generator():
     v = _np_variables(model, jnp.zeros((1, 3)))
     gen = lambda z: model.apply(v, z)  # noqa: E731
     x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 1))
-    f = functools.partial(gd.defensegan_reconstruct, gen, latent_dim=3, num_restarts=2, steps=5,
-                          lr=1.0, mode="bpda")
+    f = functools.partial(gd.defensegan_reconstruct, gen, latent_dim=3, restarts=2, steps=5,
+                          learning_rate=1.0, mode="bpda")
     fj = jax.jit(f)
     a = fj(jax.random.key(2), x)
     np.testing.assert_array_equal(a, fj(jax.random.key(2), x))  # same key, same result
     assert a.shape == x.shape and float(a.min()) >= 0 and float(a.max()) <= 1
     logits_fn = gd.make_defensegan_logits_fn(lambda r: r.reshape(r.shape[0], -1)[:, :4], gen,
-                                             jax.random.key(3), latent_dim=3, num_restarts=2,
-                                             steps=5, lr=1.0, cg_maxiter=3)
+                                             jax.random.key(3), latent_dim=3, restarts=2,
+                                             steps=5, learning_rate=1.0, cg_maxiter=3)
     g = jax.jit(jax.grad(lambda x: jnp.sum(logits_fn(x))))(x)
     assert g.shape == x.shape and np.all(np.isfinite(g)) and np.abs(g).max() > 0
 
@@ -182,7 +182,7 @@ def _class_decoders(k=3, seed=0):
     return dec
 
 
-ABS_KW = dict(num_classes=3, latent_dim=D, num_samples=200, steps=50, lr=0.05, beta=0.01)
+ABS_KW = dict(num_classes=3, latent_dim=D, num_samples=200, steps=50, learning_rate=0.05, beta=0.01)
 
 
 def test_abs_classifies_samples_of_each_class_and_scores_are_losses():
@@ -190,7 +190,7 @@ def test_abs_classifies_samples_of_each_class_and_scores_are_losses():
     z = jnp.asarray([[0.5, -0.5], [-0.3, 0.2]])
     xs = dec(jnp.broadcast_to(z, (3, 2, D))).reshape(6, H, H, 1)  # class-major
     labels = np.repeat(np.arange(3), 2)
-    f = jax.jit(functools.partial(gd.abs_logits, dec, return_latent=True, **ABS_KW))
+    f = jax.jit(functools.partial(gd.abs_logits_with_latent, dec, **ABS_KW))
     logits, zs = f(jax.random.key(0), xs)
     assert logits.shape == (6, 3) and zs.shape == (3, 6, D)
     np.testing.assert_array_equal(np.argmax(logits, 1), labels)
@@ -199,7 +199,7 @@ def test_abs_classifies_samples_of_each_class_and_scores_are_losses():
             + 0.01 * np.sum(np.asarray(zs) ** 2, -1)).T
     np.testing.assert_allclose(logits, ref, rtol=1e-4, atol=1e-5)
     # The refinement improves on the best prior sample: scores >= the no-refinement scores.
-    l0 = gd.abs_logits(dec, jax.random.key(0), xs, **{**ABS_KW, "steps": 1, "lr": 1e-6})
+    l0 = gd.abs_logits(dec, jax.random.key(0), xs, **{**ABS_KW, "steps": 1, "learning_rate": 1e-6})
     assert np.all(np.asarray(logits) >= np.asarray(l0) - 1e-5)
 
 
@@ -226,8 +226,8 @@ def test_bad_arguments_raise():
     x = jnp.zeros((1, H, H, 1))
     with pytest.raises(ValueError, match="mode"):
         gd.defensegan_reconstruct(gen, jax.random.key(0), x, latent_dim=D, mode="x")
-    with pytest.raises(ValueError, match="num_restarts"):
-        gd.defensegan_reconstruct(gen, jax.random.key(0), x, latent_dim=D, num_restarts=0)
+    with pytest.raises(ValueError, match="restarts"):
+        gd.defensegan_reconstruct(gen, jax.random.key(0), x, latent_dim=D, restarts=0)
     with pytest.raises(ValueError, match="x"):
         gd.defensegan_reconstruct(gen, jax.random.key(0), x + 2.0, latent_dim=D)
     with pytest.raises(ValueError, match="key"):

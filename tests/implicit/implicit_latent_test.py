@@ -30,7 +30,7 @@ def _quadratic(seed=0):
 
 def _jac(mode, loss, x, lr, **kw):
     f = lambda x: implicit.latent_projection(  # noqa: E731
-        loss, jnp.zeros(D), x, steps=kw.pop("steps", 400), lr=lr, mode=mode, **kw)
+        loss, jnp.zeros(D), x, steps=kw.pop("steps", 400), learning_rate=lr, mode=mode, **kw)
     return np.asarray(jax.jit(jax.jacrev(f))(x))
 
 
@@ -40,7 +40,8 @@ def test_quadratic_closed_form(mode):
     j_ref = np.linalg.solve(p, q)  # z*(x) = P^{-1} Q x
     j = _jac(mode, loss, x, 1.0 / lmax, backward_steps=300)
     np.testing.assert_allclose(j, j_ref, atol=1e-4)
-    z = implicit.latent_projection(loss, jnp.zeros(D), x, steps=400, lr=1.0 / lmax, mode=mode)
+    z = implicit.latent_projection(loss, jnp.zeros(D), x, steps=400, learning_rate=1.0 / lmax,
+                                   mode=mode)
     np.testing.assert_allclose(z, j_ref @ x, atol=1e-4)
 
 
@@ -96,7 +97,7 @@ def _nonlinear_setup():
 def test_nonlinear_generator_matches_finite_differences():
     gen, loss, x = _nonlinear_setup()
     z0 = jnp.zeros(2)
-    kw = dict(steps=1000, lr=0.1)
+    kw = dict(steps=1000, learning_rate=0.1)
 
     def h(x, mode):
         z = implicit.latent_projection(loss, z0, x, mode=mode, backward_steps=200, **kw)
@@ -124,7 +125,8 @@ def test_gradient_through_closed_over_parameters():
         def loss(z, x):
             return jnp.sum((gen(z, w1, w2) - x) ** 2) + 0.01 * jnp.sum(z ** 2)
 
-        z = implicit.latent_projection(loss, jnp.zeros(2), x, steps=1500, lr=0.1, mode=mode)
+        z = implicit.latent_projection(loss, jnp.zeros(2), x, steps=1500, learning_rate=0.1,
+                                       mode=mode)
         return jnp.sum(z)
 
     gi = jax.jit(jax.grad(functools.partial(h, mode="implicit")))(w2)
@@ -139,7 +141,8 @@ def test_vmap_matches_loop(mode):
     xs = jnp.stack([x, x * 0.9, x[::-1]])
 
     def h(x):
-        z = implicit.latent_projection(loss, jnp.zeros(2), x, steps=300, lr=0.1, mode=mode)
+        z = implicit.latent_projection(loss, jnp.zeros(2), x, steps=300, learning_rate=0.1,
+                                       mode=mode)
         return jnp.sum(gen(z) ** 2)
 
     g_vmap = jax.jit(jax.vmap(jax.grad(h)))(xs)
@@ -191,9 +194,9 @@ def test_linear_solvers_against_numpy():
     u = jax.jit(lambda b: implicit.solve_cg(mv, b))(b)
     np.testing.assert_allclose(u, ref, rtol=1e-3, atol=1e-4)
     eta = 1.0 / np.linalg.eigvalsh(a).max()
-    u = implicit.solve_neumann(mv, b, steps=3000, lr=float(eta))
+    u = implicit.solve_neumann(mv, b, steps=3000, learning_rate=float(eta))
     np.testing.assert_allclose(u, ref, rtol=1e-3, atol=1e-3)
-    u1 = implicit.solve_neumann(mv, b, steps=1, lr=0.1)
+    u1 = implicit.solve_neumann(mv, b, steps=1, learning_rate=0.1)
     np.testing.assert_allclose(u1, 0.1 * b, atol=1e-7)  # first term: eta * b
 
 

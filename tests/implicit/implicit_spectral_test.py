@@ -1,4 +1,5 @@
-"""robustjax.implicit.hessian_spectral_norm / check_backward_lr (Lemma 1's eta'||H|| <= 1)."""
+"""robustjax.implicit.hessian_spectral_norm / check_backward_learning_rate (Lemma 1: eta'||H||
+<= 1)."""
 
 import warnings
 
@@ -30,7 +31,7 @@ def test_power_iteration_matches_eigvalsh_batched():
     x = jnp.asarray(rng.normal(size=(5, P)), jnp.float32)
     keys = jax.random.split(jax.random.key(0), 5)
     est = jax.jit(jax.vmap(lambda zi, xi, k: implicit.hessian_spectral_norm(
-        loss, zi, xi, key=k, iters=100)))(z, x, keys)
+        loss, zi, xi, key=k, steps=100)))(z, x, keys)
     hess = np.asarray(jax.vmap(jax.hessian(loss))(z, x), np.float64)
     ref = np.abs(np.linalg.eigvalsh(hess)).max(axis=1)
     # The Rayleigh quotient is a lower bound that converges to ||H|| (float32 HVPs: ~1e-5 rel).
@@ -41,7 +42,7 @@ def test_power_iteration_matches_eigvalsh_batched():
 def test_dominant_negative_eigenvalue_is_found():
     h = jnp.diag(jnp.array([-5.0, 2.0, 1.0, 0.5], jnp.float32))
     loss = lambda z: 0.5 * z @ h @ z  # noqa: E731
-    est = implicit.hessian_spectral_norm(loss, jnp.ones(4), key=jax.random.key(1), iters=60)
+    est = implicit.hessian_spectral_norm(loss, jnp.ones(4), key=jax.random.key(1), steps=60)
     np.testing.assert_allclose(float(est), 5.0, rtol=1e-4)
 
 
@@ -54,8 +55,8 @@ def test_step_from_estimate_makes_neumann_series_converge():
     b = rng.normal(size=(D, 3)).astype(np.float32)
     loss = lambda z, x: 0.5 * z @ jnp.asarray(a) @ z - z @ (jnp.asarray(b) @ x)  # noqa: E731
     lam = float(implicit.hessian_spectral_norm(loss, jnp.zeros(D), jnp.zeros(3),
-                                               key=jax.random.key(2), iters=200))
-    safe = implicit.check_backward_lr(None, lam)
+                                               key=jax.random.key(2), steps=200))
+    safe = implicit.check_backward_learning_rate(None, lam)
     assert safe == pytest.approx(0.9 / lam)
 
     def neumann(eta, terms):
@@ -69,20 +70,20 @@ def test_step_from_estimate_makes_neumann_series_converge():
     assert np.linalg.norm(neumann(2.5 / lam, 60)) > 1e3 * np.linalg.norm(ref)
 
 
-def test_check_backward_lr_warns_and_clips():
+def test_check_backward_learning_rate_warns_and_clips():
     with pytest.warns(UserWarning, match="eta'"):
-        assert implicit.check_backward_lr(10.0, 0.5) == pytest.approx(0.9 / 0.5)
+        assert implicit.check_backward_learning_rate(10.0, 0.5) == pytest.approx(0.9 / 0.5)
     with pytest.warns(UserWarning):
-        assert implicit.check_backward_lr(10.0, 0.5, clip=False) == 10.0
+        assert implicit.check_backward_learning_rate(10.0, 0.5, clip=False) == 10.0
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert implicit.check_backward_lr(1.0, 0.5) == 1.0
+        assert implicit.check_backward_learning_rate(1.0, 0.5) == 1.0
     with pytest.raises(ValueError, match="hessian_norm"):
-        implicit.check_backward_lr(1.0, float("nan"))
-    with pytest.raises(ValueError, match="backward_lr"):
-        implicit.check_backward_lr(-1.0, 0.5)
+        implicit.check_backward_learning_rate(1.0, float("nan"))
+    with pytest.raises(ValueError, match="backward_learning_rate"):
+        implicit.check_backward_learning_rate(-1.0, 0.5)
     with pytest.raises(ValueError, match="margin"):
-        implicit.check_backward_lr(None, 0.5, margin=0.0)
-    with pytest.raises(ValueError, match="z must be a flat"):
+        implicit.check_backward_learning_rate(None, 0.5, margin=0.0)
+    with pytest.raises(ValueError, match="`z` must be a flat"):
         implicit.hessian_spectral_norm(lambda z: jnp.sum(z ** 2), jnp.ones((2, 2)),
                                        key=jax.random.key(0))

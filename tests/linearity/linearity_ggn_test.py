@@ -56,8 +56,9 @@ def test_ggn_quadratic_form_matches_explicit_matrix():
     x, y = x[:5], y[:5]
     d = 0.1 * jax.random.normal(jax.random.key(1), x.shape)
     f = lambda z: _net(params, z)
-    got_ce = jax.jit(lambda x, d: L.ggn_quadratic_form(f, x, d, loss="cross_entropy"))(x, d)
-    got_se = L.ggn_quadratic_form(f, x, d, loss="squared_error")
+    got_ce = jax.jit(lambda x, d: L.ggn_quadratic_form(f, x, d, loss="cross_entropy",
+                                                       box=None))(x, d)
+    got_se = L.ggn_quadratic_form(f, x, d, loss="squared_error", box=None)
     for i in range(5):
         jac = jax.jacfwd(lambda xi: _net(params, xi[None])[0])(x[i])  # [K, D]
         p = np.asarray(jax.nn.softmax(f(x[i:i + 1])[0]), np.float64)
@@ -67,7 +68,7 @@ def test_ggn_quadratic_form_matches_explicit_matrix():
         np.testing.assert_allclose(got_ce[i], di @ jac.T @ h_nu @ jac @ di, rtol=1e-4, atol=1e-8)
         np.testing.assert_allclose(got_se[i], di @ jac.T @ jac @ di, rtol=1e-4, atol=1e-8)
     # vmap over an extra batch axis
-    vm = jax.vmap(lambda x, d: L.ggn_quadratic_form(f, x, d))(x[None], d[None])[0]
+    vm = jax.vmap(lambda x, d: L.ggn_quadratic_form(f, x, d, box=None))(x[None], d[None])[0]
     np.testing.assert_allclose(vm, got_ce, rtol=1e-4, atol=1e-8)
 
 
@@ -77,12 +78,14 @@ def test_quadratic_model_exact_for_linear_model_with_squared_error():
     x = jax.random.normal(jax.random.key(3), (7, D))
     t = jax.random.normal(jax.random.key(4), (7, K))
     d = jax.random.normal(jax.random.key(5), x.shape)
-    err = L.quadratic_model_error(f, x, t, d, loss="squared_error")
+    err = L.quadratic_model_error(f, x, t, d, loss="squared_error", box=None)
     np.testing.assert_allclose(err, 0.0, atol=2e-4)
     # ... and for a nonlinear net with cross-entropy it is small but not zero for small δ
     params, xs, ys, _ = _trained("cross_entropy")
-    e_small = L.quadratic_model_error(lambda z: _net(params, z), xs, ys, 1e-2 * d[:1].repeat(64, 0))
-    e_big = L.quadratic_model_error(lambda z: _net(params, z), xs, ys, 1.0 * d[:1].repeat(64, 0))
+    e_small = L.quadratic_model_error(lambda z: _net(params, z), xs, ys,
+                                      1e-2 * d[:1].repeat(64, 0), box=None)
+    e_big = L.quadratic_model_error(lambda z: _net(params, z), xs, ys,
+                                    1.0 * d[:1].repeat(64, 0), box=None)
     assert float(jnp.max(jnp.abs(e_small))) < 1e-3 < float(jnp.max(jnp.abs(e_big)))
 
 
@@ -99,14 +102,15 @@ def test_props_c1_c2_hold_on_trained_network(loss):
         target = y
         loss_fn = lambda z: cross_entropy(f(z), y)
     search = jax.jit(lambda k, x, eps: L.local_linearity(
-        loss_fn, k, x, eps=eps, num_steps=10, step_size=0.02, num_restarts=2))
+        loss_fn, k, x, eps=eps, steps=10, step_size=0.02, restarts=2, box=None))
     sides = jax.jit(lambda x, d, g: bound(f, x, target, d, gamma=g))
     sides_tight = jax.jit(lambda x, d: bound(f, x, target, d))
 
     @jax.jit
     def c2_terms(d):
-        return (L.ggn_quadratic_form(f, x, d, loss=loss), L.linearity_gap(loss_fn, x, d),
-                L.quadratic_model_error(f, x, target, d, loss=loss))
+        return (L.ggn_quadratic_form(f, x, d, loss=loss, box=None),
+                L.linearity_gap(loss_fn, x, d, box=None),
+                L.quadratic_model_error(f, x, target, d, loss=loss, box=None))
 
     for eps in (0.05, 0.5):
         res = search(jax.random.key(7), x, jnp.float32(eps))
@@ -129,10 +133,10 @@ def test_ggn_bad_arguments():
     f = lambda z: z @ jnp.ones((D, K))
     x = jnp.zeros((3, D))
     with pytest.raises(ValueError, match="loss"):
-        L.ggn_quadratic_form(f, x, x, loss="hinge")
+        L.ggn_quadratic_form(f, x, x, loss="hinge", box=None)
     with pytest.raises(ValueError, match="delta"):
-        L.ggn_quadratic_form(f, x, x[:1])
+        L.ggn_quadratic_form(f, x, x[:1], box=None)
     with pytest.raises(ValueError, match="y"):
-        L.squared_error_ggn_bound(f, x, jnp.zeros((3, K + 1)), x)
+        L.squared_error_ggn_bound(f, x, jnp.zeros((3, K + 1)), x, box=None)
     with pytest.raises(ValueError, match="y"):
-        L.cross_entropy_ggn_bound(f, x, jnp.zeros((3,), jnp.float32), x)
+        L.cross_entropy_ggn_bound(f, x, jnp.zeros((3,), jnp.float32), x, box=None)

@@ -1,5 +1,6 @@
 """Tests of the LLR / TRADES / ADV-k training objectives (robustjax.training._llr)."""
 
+import inspect
 import os
 
 import flax.linen as nn
@@ -117,18 +118,18 @@ def test_bn_at_nominal_point_matters_and_is_used_by_llr():
                         mutable=["batch_stats"])[0]
     np.testing.assert_allclose(own, clean, atol=1e-4)
     nominal_loss = lambda z: cross_entropy(_manual_logits(p, z, mean, var), y)
-    assert float(jnp.min(L.linearity_gap(nominal_loss, x, shift))) > 0.0
+    assert float(jnp.min(L.linearity_gap(nominal_loss, x, shift, box=None))) > 0.0
     assert float(jnp.max(jnp.abs(_manual_logits(p, x + shift, mean, var) - clean))) > 1e-2
 
     # The LLR objective equals the hand-written reference at the nominal statistics ...
-    kw = dict(eps=0.2, num_steps=3, step_size=0.05)
+    kw = dict(eps=0.2, steps=3, step_size=0.05)
     obj = _llr.llr_objective(lambda_=4.0, mu=3.0, nominal_weight=2.0, box=None, **kw)
     key = jax.random.key(3)
     loss, (_, metrics) = jax.jit(obj)(p, st, batch, key)
     @jax.jit
     def reference(key):
-        delta, _ = maximize_linearity_gap(nominal_loss, key, x, keep_best=False, **kw)
-        return (delta,) + L.linearity_terms(nominal_loss, x, delta)
+        delta, _ = maximize_linearity_gap(nominal_loss, key, x, keep_best=False, **kw, box=None)
+        return (delta,) + L.linearity_terms(nominal_loss, x, delta, box=None)
 
     delta, l0, lin, ld = reference(key)
     ref = jnp.mean(2.0 * l0 + 4.0 * jnp.abs(ld - l0 - lin) + 3.0 * jnp.abs(lin))
@@ -158,9 +159,9 @@ def test_objectives_reduce_to_standard_training(batch_norm):
     ce = jnp.mean(cross_entropy(logits, y))
     key = jax.random.key(0)
     objs = {
-        "llr": _llr.llr_objective(eps=0.1, lambda_=0.0, mu=0.0, num_steps=2, step_size=0.1),
-        "adv": _llr.adv_k_objective(k=2, eps=0.0, step_size=0.1),
-        "trades": _llr.trades_objective(beta=0.0, eps=0.1, num_steps=2, step_size=0.1),
+        "llr": _llr.llr_objective(eps=0.1, lambda_=0.0, mu=0.0, steps=2, step_size=0.1),
+        "adv": _llr.adv_k_objective(steps=2, eps=0.0, step_size=0.1),
+        "trades": _llr.trades_objective(beta=0.0, eps=0.1, steps=2, step_size=0.1),
     }
     for name, obj in objs.items():
         loss, (stats, metrics) = jax.jit(obj)(st.params, st, batch, key)
@@ -172,31 +173,28 @@ def test_objectives_reduce_to_standard_training(batch_norm):
     if batch_norm:
         return
     # TRADES with beta > 0 adds beta * KL at the adversarial point (>= 0)
-    loss_t, (_, m) = jax.jit(_llr.trades_objective(beta=6.0, eps=0.1, num_steps=3,
+    loss_t, (_, m) = jax.jit(_llr.trades_objective(beta=6.0, eps=0.1, steps=3,
                                                     step_size=0.03))(st.params, st, batch, key)
     np.testing.assert_allclose(loss_t, m["natural_loss"] + 6.0 * m["robust_kl"], rtol=1e-5)
     assert float(m["robust_kl"]) > 0.0
     # ADV-k: the attack increases the loss relative to the clean batch
-    loss_a, _ = jax.jit(_llr.adv_k_objective(k=5, eps=0.2, step_size=0.05))(
+    loss_a, _ = jax.jit(_llr.adv_k_objective(steps=5, eps=0.2, step_size=0.05))(
         st.params, st, batch, key)
     assert float(loss_a) > float(ce)
 
 
-def test_eps_ramp_weight_decay_and_metrics():
-    sched = _llr.eps_ramp(eps=0.3, ramp_steps=10)
+def test_eps_schedule_and_metrics():
+    # The paper's ε ramp-up is optax.linear_schedule (training.eps_ramp was removed).
+    sched = optax.linear_schedule(0.0, 0.3, 10)
     np.testing.assert_allclose([sched(0), sched(5), sched(10), sched(50)], [0, 0.15, 0.3, 0.3],
                                atol=1e-7)
-    np.testing.assert_allclose(_llr.eps_ramp(eps=0.3, ramp_steps=0)(0), 0.3)
     batch = _batch()
     st = _state(TinyMLP(), batch["image"])
-    obj = _llr.llr_objective(eps=sched, lambda_=1.0, mu=1.0, num_steps=2, step_size=0.1,
-                             weight_decay=0.01)
+    obj = _llr.llr_objective(eps=sched, lambda_=1.0, mu=1.0, steps=2, step_size=0.1)
     _, (_, m0) = jax.jit(obj)(st.params, st, batch, jax.random.key(0))
     assert float(m0["eps"]) == 0.0
     np.testing.assert_allclose(m0["gamma"], 0.0, atol=1e-6)  # eps = 0 at step 0
-    kernels = [st.params["Dense_0"]["kernel"], st.params["Dense_1"]["kernel"]]
-    np.testing.assert_allclose(m0["l2"], 0.005 * sum(float(jnp.sum(k**2)) for k in kernels),
-                               rtol=1e-5)
+    assert "l2" not in m0  # weight decay belongs to the optimizer (fit / make_optimizer)
     _, (_, m5) = jax.jit(obj)(st.params, st.replace(step=5), batch, jax.random.key(0))
     np.testing.assert_allclose(m5["eps"], 0.15, rtol=1e-6)
     assert float(m5["gamma"]) > 0.0
@@ -221,9 +219,9 @@ def test_objectives_train_under_jit(which, model):
     batch["index"] = jnp.arange(12, dtype=jnp.int32)  # per-example start keys
     st0 = _state(model, batch["image"])
     obj = {
-        "llr": _llr.llr_objective(eps=0.1, lambda_=4.0, mu=3.0, num_steps=2, step_size=0.1),
-        "trades": _llr.trades_objective(beta=6.0, eps=0.1, num_steps=2, step_size=0.03),
-        "adv": _llr.adv_k_objective(k=2, eps=0.1, step_size=0.03, step_rule="adam"),
+        "llr": _llr.llr_objective(eps=0.1, lambda_=4.0, mu=3.0, steps=2, step_size=0.1),
+        "trades": _llr.trades_objective(beta=6.0, eps=0.1, steps=2, step_size=0.03),
+        "adv": _llr.adv_k_objective(steps=2, eps=0.1, step_size=0.03, step_rule="adam"),
     }[which]
     step = _train_step(obj)
     st = st0
@@ -241,18 +239,18 @@ def test_objectives_train_under_jit(which, model):
 
 def test_objective_bad_arguments():
     with pytest.raises(ValueError, match="lambda_"):
-        _llr.llr_objective(eps=0.1, lambda_=-1.0, mu=0.0, num_steps=1, step_size=0.1)
-    with pytest.raises(ValueError, match="num_steps"):
-        _llr.llr_objective(eps=0.1, lambda_=1.0, mu=0.0, num_steps=0, step_size=0.1)
+        _llr.llr_objective(eps=0.1, lambda_=-1.0, mu=0.0, steps=1, step_size=0.1)
+    with pytest.raises(ValueError, match="steps"):
+        _llr.llr_objective(eps=0.1, lambda_=1.0, mu=0.0, steps=0, step_size=0.1)
     with pytest.raises(ValueError, match="eps"):
-        _llr.adv_k_objective(k=1, eps=-0.1, step_size=0.1)
-    with pytest.raises(ValueError, match="k"):
-        _llr.adv_k_objective(k=0, eps=0.1, step_size=0.1)
+        _llr.adv_k_objective(steps=1, eps=-0.1, step_size=0.1)
+    with pytest.raises(ValueError, match="steps"):
+        _llr.adv_k_objective(steps=0, eps=0.1, step_size=0.1)
     with pytest.raises(ValueError, match="beta"):
-        _llr.trades_objective(beta=-1.0, eps=0.1, num_steps=1, step_size=0.1)
-    with pytest.raises(ValueError, match="ramp_steps"):
-        _llr.eps_ramp(eps=0.1, ramp_steps=-1)
-    obj = _llr.llr_objective(eps=0.1, lambda_=1.0, mu=0.0, num_steps=1, step_size=0.1)
+        _llr.trades_objective(beta=-1.0, eps=0.1, steps=1, step_size=0.1)
+    for make in (_llr.llr_objective, _llr.trades_objective, _llr.adv_k_objective):
+        assert "weight_decay" not in inspect.signature(make).parameters
+    obj = _llr.llr_objective(eps=0.1, lambda_=1.0, mu=0.0, steps=1, step_size=0.1)
     st = _state(TinyMLP(batch_norm=False), _batch()["image"])
     with pytest.raises(ValueError, match="batch"):
         obj(st.params, st, {"image": _batch()["image"]}, jax.random.key(0))
@@ -299,12 +297,12 @@ def test_llr_training_lowers_test_gamma_on_mnist():
     def evaluate(params, x, y):
         f = lambda z: model.apply({"params": params}, z)
         res = L.local_linearity(lambda z: cross_entropy(f(z), y), jax.random.key(5), x,
-                                eps=eps, num_steps=10, step_size=0.025, box=(0.0, 1.0))
+                                eps=eps, steps=10, step_size=0.025, box=(0.0, 1.0))
         return jnp.mean(res.gamma), jnp.mean(jnp.argmax(f(x), -1) == y)
 
-    standard = train(_llr.llr_objective(eps=eps, lambda_=0.0, mu=0.0, num_steps=1,
+    standard = train(_llr.llr_objective(eps=eps, lambda_=0.0, mu=0.0, steps=1,
                                         step_size=0.1))
-    llr = train(_llr.llr_objective(eps=eps, lambda_=4.0, mu=3.0, num_steps=2, step_size=0.1))
+    llr = train(_llr.llr_objective(eps=eps, lambda_=4.0, mu=3.0, steps=2, step_size=0.1))
     gamma_std, acc_std = evaluate(standard.params, xte, yte)
     gamma_llr, acc_llr = evaluate(llr.params, xte, yte)
     assert float(acc_std) > 0.8 and float(acc_llr) > 0.6  # both learned something
@@ -337,7 +335,7 @@ def test_llr_outer_gradient_equals_reverse_over_reverse():
     batch = _batch(n=16, hw=6)
     st = _state(TinyCNN(), batch["image"])
     key = jax.random.key(7)
-    kw = dict(eps=0.15, num_steps=2, step_size=0.05)
+    kw = dict(eps=0.15, steps=2, step_size=0.05)
     obj = _llr.llr_objective(lambda_=4.0, mu=3.0, nominal_weight=2.0, **kw)
     loss, g = jax.jit(jax.value_and_grad(lambda p: obj(p, st, batch, key)[0]))(st.params)
     ref_fn = lambda p: _reference_llr_loss(p, st, batch, key, kw=kw, lam=4.0, mu=3.0, w=2.0)
@@ -373,9 +371,10 @@ def test_unroll_changes_nothing_but_speed():
     st = _state(TinyMLP(batch_norm=False), batch["image"])
     key = jax.random.key(3)
     for make in (
-        lambda u: _llr.llr_objective(eps=0.1, lambda_=4.0, mu=3.0, num_steps=3, step_size=0.1,
+        lambda u: _llr.llr_objective(eps=0.1, lambda_=4.0, mu=3.0, steps=3, step_size=0.1,
                                      unroll=u),
-        lambda u: _llr.adv_k_objective(k=3, eps=0.1, step_size=0.05, step_rule="adam", unroll=u),
+        lambda u: _llr.adv_k_objective(steps=3, eps=0.1, step_size=0.05, step_rule="adam",
+                                       unroll=u),
     ):
         outs = [jax.jit(jax.value_and_grad(lambda p, o=make(u): o(p, st, batch, key)[0]))(
             st.params) for u in (1, True)]
@@ -384,9 +383,9 @@ def test_unroll_changes_nothing_but_speed():
             for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(outs[0][1])):
                 np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="unroll"):
-        _llr.llr_objective(eps=0.1, lambda_=1.0, mu=1.0, num_steps=2, step_size=0.1, unroll=0)
+        _llr.llr_objective(eps=0.1, lambda_=1.0, mu=1.0, steps=2, step_size=0.1, unroll=0)
     with pytest.raises(ValueError, match="unroll"):
-        _llr.adv_k_objective(k=2, eps=0.1, step_size=0.1, unroll=-1)
+        _llr.adv_k_objective(steps=2, eps=0.1, step_size=0.1, unroll=-1)
 
 
 def test_mu_default_is_the_tables_value():
@@ -403,7 +402,7 @@ def test_mu_default_is_the_tables_value():
     batch = _batch(n=8)
     st = _state(TinyMLP(batch_norm=False), batch["image"])
     key = jax.random.key(0)
-    kw = dict(eps=0.2, num_steps=2, step_size=0.1, nominal_weight=2.0)
+    kw = dict(eps=0.2, steps=2, step_size=0.1, nominal_weight=2.0)
     run = lambda obj: jax.jit(obj)(st.params, st, batch, key)  # noqa: E731
     loss_d, (_, m) = run(_llr.llr_objective(**kw))
     loss_e, _ = run(_llr.llr_objective(lambda_=4.0, mu=0.5, **kw))
@@ -442,7 +441,7 @@ def test_adv_k_on_shared_pgd_matches_previous_step(batch_norm):
     for (bn, rule, k), (loss_ref, gnorm_ref) in _ADV_K_PINNED.items():
         if bn != batch_norm:
             continue
-        obj = _llr.adv_k_objective(k=k, eps=0.1, step_size=0.05 if rule == "sign" else 0.3,
+        obj = _llr.adv_k_objective(steps=k, eps=0.1, step_size=0.05 if rule == "sign" else 0.3,
                                    step_rule=rule)
         (loss, _), g = jax.jit(jax.value_and_grad(
             lambda p, o=obj: o(p, st, batch, jax.random.key(11)), has_aux=True))(st.params)
@@ -458,7 +457,7 @@ def test_adv_k_on_shared_pgd_matches_previous_step(batch_norm):
     x, y = batch["image"], batch["label"]
     x_lib = attacks.pgd(f, jax.random.key(5), x, y, eps=0.1, steps=3, step_size=0.3,
                         step_rule="adam", random_start=False)
-    x_ours = _llr._adv_example(f, x, y, x, eps=0.1, num_steps=3, step_size=0.3, norm="linf",
+    x_ours = _llr._adv_example(f, x, y, x, eps=0.1, steps=3, step_size=0.3, norm="linf",
                                step_rule="adam", box=(0.0, 1.0))
     np.testing.assert_allclose(x_ours, x_lib, atol=1e-6)
 
@@ -474,7 +473,7 @@ def test_llr_lowers_gamma_relative_to_adv_k_at_equal_k():
     """
     xtr, ytr, xte, yte = _mnist(n_test=128)
     model = SoftplusMLP()
-    eps = _llr.eps_ramp(eps=0.3, ramp_steps=100)
+    eps = optax.linear_schedule(0.0, 0.3, 100)
 
     def train(objective, steps=300, bs=64):
         st = _state(model, xtr[:1], tx=optax.adam(1e-3))
@@ -493,12 +492,12 @@ def test_llr_lowers_gamma_relative_to_adv_k_at_equal_k():
     def evaluate(params, x, y):
         f = lambda z: model.apply({"params": params}, z)  # noqa: E731
         res = L.local_linearity(lambda z: cross_entropy(f(z), y), jax.random.key(5), x,
-                                eps=0.3, num_steps=20, step_size=0.1, box=(0.0, 1.0),
-                                num_restarts=2, unroll=1)
+                                eps=0.3, steps=20, step_size=0.1, box=(0.0, 1.0),
+                                restarts=2, unroll=1)
         return jnp.mean(res.gamma), jnp.mean(jnp.argmax(f(x), -1) == y)
 
-    adv = train(_llr.adv_k_objective(k=2, eps=eps, step_size=1.0, step_rule="adam"))
-    llr = train(_llr.llr_objective(eps=eps, lambda_=10.0, mu=2.0, num_steps=2, step_size=1.0,
+    adv = train(_llr.adv_k_objective(steps=2, eps=eps, step_size=1.0, step_rule="adam"))
+    llr = train(_llr.llr_objective(eps=eps, lambda_=10.0, mu=2.0, steps=2, step_size=1.0,
                                    nominal_weight=2.0))
     gamma_adv, acc_adv = evaluate(adv.params, xte, yte)
     gamma_llr, acc_llr = evaluate(llr.params, xte, yte)

@@ -39,7 +39,7 @@ def test_gap_zero_at_zero_and_nonnegative():
     params = _mlp_params(jax.random.key(1))
     x, y = _data()
     loss_fn = _ce_loss_fn(params, y)
-    gap = jax.jit(lambda x, d: L.linearity_gap(loss_fn, x, d))
+    gap = jax.jit(lambda x, d: L.linearity_gap(loss_fn, x, d, box=None))
     np.testing.assert_allclose(gap(x, jnp.zeros_like(x)), 0.0, atol=1e-7)
     for s in range(3):
         d = 0.5 * jax.random.normal(jax.random.key(10 + s), x.shape)
@@ -59,7 +59,7 @@ def test_gap_matches_per_example_reference():
         return jnp.abs(f(xi + di) - f(xi) - jnp.dot(di, jax.grad(f)(xi)))
 
     ref = np.array([one(x[i], y[i], d[i]) for i in range(x.shape[0])])
-    got = L.linearity_gap(_ce_loss_fn(params, y), x, d)
+    got = L.linearity_gap(_ce_loss_fn(params, y), x, d, box=None)
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6)
 
 
@@ -68,7 +68,7 @@ def test_gap_vmap_matches_loop():
     xs = jax.random.normal(jax.random.key(5), (3, 4, D))
     ys = jnp.zeros((3, 4), jnp.int32)
     ds = 0.2 * jax.random.normal(jax.random.key(6), xs.shape)
-    f = lambda x, y, d: L.linearity_gap(_ce_loss_fn(params, y), x, d)
+    f = lambda x, y, d: L.linearity_gap(_ce_loss_fn(params, y), x, d, box=None)
     got = jax.vmap(f)(xs, ys, ds)
     ref = jnp.stack([f(xs[i], ys[i], ds[i]) for i in range(3)])
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-7)
@@ -82,7 +82,7 @@ def test_quadratic_gap_closed_form():
     x, _ = _data()
     d = jax.random.normal(jax.random.key(9), x.shape)
     ref = 0.5 * np.abs(np.einsum("ni,ij,nj->n", d, a_mat, d))
-    np.testing.assert_allclose(L.linearity_gap(loss_fn, x, d), ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(L.linearity_gap(loss_fn, x, d, box=None), ref, rtol=1e-4, atol=1e-5)
 
 
 def test_gamma_linf_diagonal_closed_form():
@@ -90,8 +90,8 @@ def test_gamma_linf_diagonal_closed_form():
     loss_fn = lambda x: 0.5 * jnp.sum(a * x * x, -1) + 0.3 * jnp.sum(x, -1)
     x, _ = _data()
     eps = 0.25
-    f = jax.jit(lambda k, x: L.local_linearity(loss_fn, k, x, eps=eps, num_steps=20,
-                                               step_size=0.1))
+    f = jax.jit(lambda k, x: L.local_linearity(loss_fn, k, x, eps=eps, steps=20,
+                                               step_size=0.1, box=None))
     res = f(jax.random.key(0), x)
     np.testing.assert_allclose(res.gamma, 0.5 * eps**2 * float(jnp.sum(a)), rtol=1e-4)
     # the maximiser sits at a corner of the ball on every coordinate with a_i > 0
@@ -106,8 +106,8 @@ def test_gamma_l2_closed_form_top_eigenvalue():
     x, _ = _data()
     eps = 0.5
     res = jax.jit(lambda k, x: L.local_linearity(
-        loss_fn, k, x, eps=eps, num_steps=60, step_size=0.2, norm="l2",
-        step_rule="normalized"))(jax.random.key(1), x)
+        loss_fn, k, x, eps=eps, steps=60, step_size=0.2, norm="l2",
+        step_rule="normalized", box=None))(jax.random.key(1), x)
     np.testing.assert_allclose(res.gamma, 0.5 * 2.5 * eps**2, rtol=2e-3)
     np.testing.assert_allclose(jnp.linalg.norm(res.delta, axis=-1), eps, rtol=1e-4)
 
@@ -120,8 +120,8 @@ def test_gamma_dominates_random_points_and_stays_in_ball(norm="linf", rule="adam
     loss_fn = _ce_loss_fn(params, y)
     eps = 0.3
     res = jax.jit(lambda k, x: L.local_linearity(
-        loss_fn, k, x, eps=eps, num_steps=20, step_size=0.05, norm=norm, step_rule=rule,
-        box=(0.0, 1.0), num_restarts=5))(jax.random.key(3), x)
+        loss_fn, k, x, eps=eps, steps=20, step_size=0.05, norm=norm, step_rule=rule,
+        box=(0.0, 1.0), restarts=5))(jax.random.key(3), x)
     assert res.gamma.shape == (16,) and res.delta.shape == x.shape
     nrm = jnp.max(jnp.abs(res.delta), -1) if norm == "linf" else jnp.linalg.norm(res.delta, axis=-1)
     assert float(jnp.max(nrm)) <= eps + 1e-5
@@ -130,7 +130,7 @@ def test_gamma_dominates_random_points_and_stays_in_ball(norm="linf", rule="adam
 
     def rand_gap(k):
         d = project(x + random_in_ball(k, x.shape, eps=eps, norm=norm), x, eps=eps, norm=norm)
-        return L.linearity_gap(loss_fn, x, d - x)
+        return L.linearity_gap(loss_fn, x, d - x, box=None)
 
     gaps = jax.jit(jax.vmap(rand_gap))(jax.random.split(jax.random.key(5), 200))
     assert bool(jnp.all(res.gamma[None] >= gaps - 1e-6))
@@ -143,8 +143,8 @@ def test_local_linearity_vmap_and_keys():
     keys = jax.random.split(jax.random.key(15), 2)
 
     def f(k, x, y):
-        return L.local_linearity(_ce_loss_fn(params, y), k, x, eps=0.2, num_steps=4,
-                                 step_size=0.05).gamma
+        return L.local_linearity(_ce_loss_fn(params, y), k, x, eps=0.2, steps=4,
+                                 step_size=0.05, box=None).gamma
 
     got = jax.jit(jax.vmap(f))(keys, xs, ys)
     fj = jax.jit(f)
@@ -161,10 +161,11 @@ def test_local_linearity_vmap_and_keys():
 def test_llr_penalty_and_gradient():
     params = _mlp_params(jax.random.key(16))
     x, y = _data()
-    kw = dict(eps=0.2, num_steps=5, step_size=0.05)
+    kw = dict(eps=0.2, steps=5, step_size=0.05)
     res, pen = jax.jit(lambda k: (
-        L.local_linearity(_ce_loss_fn(params, y), k, x, **kw),
-        L.llr_penalty(_ce_loss_fn(params, y), k, x, lambda_=4.0, mu=3.0, **kw)))(jax.random.key(0))
+        L.local_linearity(_ce_loss_fn(params, y), k, x, **kw, box=None),
+        L.llr_penalty(_ce_loss_fn(params, y), k, x, lambda_=4.0, mu=3.0, **kw,
+                      box=None)))(jax.random.key(0))
     # reference linear term by central finite differences along δ
     f = _ce_loss_fn(params, y)
     h = 1e-3
@@ -173,7 +174,7 @@ def test_llr_penalty_and_gradient():
 
     # gradient w.r.t. parameters: δ_LLR held fixed (Danskin) -> finite differences of g(δ*)
     def total(p):
-        return jnp.sum(L.linearity_gap(_ce_loss_fn(p, y), x, res.delta))
+        return jnp.sum(L.linearity_gap(_ce_loss_fn(p, y), x, res.delta, box=None))
 
     grad = jax.jit(jax.grad(total))(params)
     direction = jax.tree.map(lambda a: jax.random.normal(jax.random.key(1), a.shape), params)
@@ -185,7 +186,7 @@ def test_llr_penalty_and_gradient():
     np.testing.assert_allclose(an, fd, rtol=2e-2)
     # the penalty is differentiable through the closure
     gp = jax.jit(jax.grad(lambda p: jnp.sum(L.llr_penalty(_ce_loss_fn(p, y), jax.random.key(0), x,
-                                                  lambda_=1.0, mu=1.0, **kw))))(params)
+                                                  lambda_=1.0, mu=1.0, **kw, box=None))))(params)
     assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(gp))
 
 
@@ -195,20 +196,20 @@ def test_bad_arguments_raise():
     f = _ce_loss_fn(params, y)
     key = jax.random.key(0)
     with pytest.raises(ValueError, match="norm"):
-        L.local_linearity(f, key, x, eps=0.1, num_steps=2, step_size=0.1, norm="l1")
-    with pytest.raises(ValueError, match="num_steps"):
-        L.local_linearity(f, key, x, eps=0.1, num_steps=0, step_size=0.1)
+        L.local_linearity(f, key, x, eps=0.1, steps=2, step_size=0.1, norm="l1", box=None)
+    with pytest.raises(ValueError, match="steps"):
+        L.local_linearity(f, key, x, eps=0.1, steps=0, step_size=0.1, box=None)
     with pytest.raises(ValueError, match="eps"):
-        L.local_linearity(f, key, x, eps=-0.1, num_steps=2, step_size=0.1)
+        L.local_linearity(f, key, x, eps=-0.1, steps=2, step_size=0.1, box=None)
     with pytest.raises(ValueError, match="step_size"):
-        L.local_linearity(f, key, x, eps=0.1, num_steps=2, step_size=0.0)
+        L.local_linearity(f, key, x, eps=0.1, steps=2, step_size=0.0, box=None)
     with pytest.raises(ValueError, match="step_rule"):
-        L.local_linearity(f, key, x, eps=0.1, num_steps=2, step_size=0.1, step_rule="lbfgs")
+        L.local_linearity(f, key, x, eps=0.1, steps=2, step_size=0.1, step_rule="lbfgs", box=None)
     with pytest.raises(ValueError, match="key"):
-        L.local_linearity(f, 3, x, eps=0.1, num_steps=2, step_size=0.1)
+        L.local_linearity(f, 3, x, eps=0.1, steps=2, step_size=0.1, box=None)
     with pytest.raises(ValueError, match="loss_fn"):
-        L.linearity_gap(lambda z: jnp.sum(f(z)), x, x)
+        L.linearity_gap(lambda z: jnp.sum(f(z)), x, x, box=None)
     with pytest.raises(ValueError, match="delta"):
-        L.linearity_gap(f, x, x[:2])
+        L.linearity_gap(f, x, x[:2], box=None)
     with pytest.raises(ValueError, match="lambda_"):
-        L.llr_penalty(f, key, x, eps=0.1, lambda_=-1.0, mu=0.0, num_steps=1, step_size=0.1)
+        L.llr_penalty(f, key, x, eps=0.1, lambda_=-1.0, mu=0.0, steps=1, step_size=0.1, box=None)
