@@ -178,7 +178,7 @@ def main(argv=None):
     lam = 0.02 if hwc[-1] == 1 else 0.5
     l2l = {}
     for t in t_values:
-        l2l_step = jax.jit(make_l2lda_step(eps=eps, lambda_div=lam, num_steps=t,
+        l2l_step = jax.jit(make_l2lda_step(eps=eps, lambda_div=lam, steps=t,
                                            latent_dim=gen.latent_dim,
                                            backprop_steps=args.backprop_steps))
         c, times = _time(lambda s=l2l_step: s(l2l_state, batch, key)[1]["clf_loss"],
@@ -194,7 +194,7 @@ def main(argv=None):
         r["ratio_over_pgd10"] = round(ms / pgd_ms, 3)
         if gen_over_clf is not None:
             r["model_ratio"] = round(l2lda_cost_model(
-                num_steps=t, gen_over_clf=gen_over_clf,
+                steps=t, gen_over_clf=gen_over_clf,
                 backprop_steps=args.backprop_steps)["ratio"], 3)
         r["meets_target"] = bool(ms / pgd_ms <= 1.5)
 

@@ -99,8 +99,8 @@ def l2l_star_attack(logits_fn: LogitsFn, key: PRNGKey, x: ArrayLike, y: ArrayLik
     r"""The one-step L2L* attack (Chen et al. 2018, "learning to attack"): no recurrence, no
     diversity, :math:`\delta = \Pi(\epsilon\, g(x, y, z, 0, \tilde\nabla\ell(x)))`.
 
-    Equal to :func:`robustjax.attacks.l2l_attack` with ``num_steps=1, step_fraction=1``.
+    Equal to :func:`robustjax.attacks.l2l_attack` with ``steps=1, step_fraction=1``.
     Cost: one classifier fwd+bwd and one generator forward pass.
     """
     return l2l_attack(logits_fn, key, x, y, generator_fn=generator_fn, eps=eps,
-                      latent_dim=latent_dim, num_steps=1, step_fraction=1.0)
+                      latent_dim=latent_dim, steps=1, step_fraction=1.0)

@@ -7,7 +7,7 @@ trained Flax variables in eval mode, for instance).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +17,8 @@ from robustjax.attacks._base import check_eps
 from robustjax._src.types import Array, ArrayLike, LogitsFn, PRNGKey
 from robustjax.losses import cross_entropy
 
-__all__ = ["GeneratorFn", "normalize_gradient", "l2l_perturbation", "l2l_attack"]
+__all__ = ["GeneratorFn", "L2LRecurrence", "normalize_gradient", "l2l_recurrence",
+           "l2l_perturbation", "l2l_perturbation_steps", "l2l_attack"]
 
 #: ``generator_fn(x, delta, grad, z, y) -> [N, H, W, C]`` in ``[-1, 1]``.
 GeneratorFn = Callable[[Array, Array, Array, Array, Array], Array]
@@ -38,25 +39,37 @@ def _input_gradient(logits_fn: LogitsFn, x_adv: Array, y: Array) -> Array:
     return jax.grad(lambda v: jnp.sum(cross_entropy(logits_fn(v), y)))(x_adv)
 
 
-def l2l_perturbation(
-    generator_fn: GeneratorFn,
+class L2LRecurrence(NamedTuple):
+    """Everything :func:`l2l_recurrence` computes.
+
+    Attributes:
+      delta: ``[N, H, W, C]`` the final perturbation ``δ⁽ᵀ⁾``.
+      trajectory: ``[T, N, H, W, C]`` the perturbations ``δ⁽¹⁾ … δ⁽ᵀ⁾``.
+      generator_state: the stateful generator's final state (``None`` for a pure generator).
+    """
+
+    delta: Array
+    trajectory: Array
+    generator_state: Any
+
+
+def l2l_recurrence(
+    generator_fn,
     logits_fn: LogitsFn,
     x: ArrayLike,
     y: ArrayLike,
     z: ArrayLike,
     *,
     eps: float,
-    num_steps: int = 5,
+    steps: int = 5,
     step_fraction: float = 0.5,
-    return_all: bool = False,
     generator_state=None,
     initial_grad: ArrayLike | None = None,
     backprop_steps: int | None = None,
     unroll: bool = True,
-):
+) -> L2LRecurrence:
     r"""Run the recurrence :math:`\delta^{(t+1)} = \Pi(\delta^{(t)} + s\,g_\phi(x, y, z,
-    \delta^{(t)}, \tilde\nabla\ell(x+\delta^{(t)})))` from :math:`\delta^{(0)} = 0`; return
-    :math:`\delta^{(T)}`.
+    \delta^{(t)}, \tilde\nabla\ell(x+\delta^{(t)})))` from :math:`\delta^{(0)} = 0`.
 
     Differentiable with respect to whatever ``generator_fn`` closes over (the generator's
     parameters), which is what L2L-DA training needs. The input gradient fed to the generator is a
@@ -70,15 +83,14 @@ def l2l_perturbation(
     always.
 
     Args:
-      generator_fn: ``(x, delta, grad, z, y) -> [-1, 1]`` update direction.
+      generator_fn: ``(x, delta, grad, z, y) -> [-1, 1]`` update direction; with
+        ``generator_state``, ``(state, x, delta, grad, z, y) -> (update, state)``.
       logits_fn: the classifier under attack.
       x: ``[N, H, W, C]`` images in ``[0, 1]``; y: ``int32 [N]`` true labels; z: ``[N, d]`` codes.
       eps: ℓ∞ radius: a Python number or a scalar array (traced values included, e.g. an ε
-        ramp-up inside a jitted training step); num_steps: T; step_fraction: s / eps.
-      return_all: also return the ``[T, N, H, W, C]`` trajectory.
-      generator_state: when not ``None``, ``generator_fn`` is stateful,
-        ``(state, x, delta, grad, z, y) -> (update, state)`` (e.g. batch-norm statistics in
-        training), the state is threaded through the T steps and returned last.
+        ramp-up inside a jitted training step); steps: T; step_fraction: s / eps.
+      generator_state: when not ``None``, ``generator_fn`` is stateful (e.g. batch-norm
+        statistics in training) and the state is threaded through the T steps.
       initial_grad: optional ``[N, H, W, C]`` input gradient of the summed cross-entropy at
         ``δ⁽⁰⁾ = 0`` (i.e. at ``x``), when the caller already has it; the first step then skips
         its classifier pass. L2L-DA runs two codes per image, so ``x`` is ``[x; x]`` and this
@@ -94,11 +106,11 @@ def l2l_perturbation(
         T = 2); compile time grows linearly with T when unrolled.
 
     Returns:
-      ``delta [N, H, W, C]`` (then the trajectory when ``return_all``, then the final generator
-      state when ``generator_state`` is given). Cost (classifier forward ``F``, generator forward
-      ``G``, per image): forward ``T·(2F + G)`` (``(T-1)·2F + T·G`` with ``initial_grad``; the
-      input-only backward of the classifier costs about one forward); reverse mode adds about
-      ``2G`` per back-propagated step (no classifier term: the gradient input is a constant).
+      :class:`L2LRecurrence` ``(delta, trajectory, generator_state)``. Cost (classifier forward
+      ``F``, generator forward ``G``, per image): forward ``T·(2F + G)`` (``(T-1)·2F + T·G``
+      with ``initial_grad``; the input-only backward of the classifier costs about one
+      forward); reverse mode adds about ``2G`` per back-propagated step (no classifier term:
+      the gradient input is a constant).
     """
     V.check_images(x, "x")
     V.check_batch_match(x, "x", y, "y")
@@ -106,7 +118,7 @@ def l2l_perturbation(
     V.check_rank(z, "z", 2)
     V.check_batch_match(x, "x", z, "z")
     check_eps(eps)
-    V.check_positive_int(num_steps, "num_steps")
+    V.check_positive_int(steps, "steps")
     V.check_positive(step_fraction, "step_fraction")
     if backprop_steps is not None:
         V.check_positive_int(backprop_steps, "backprop_steps")
@@ -159,20 +171,61 @@ def l2l_perturbation(
         carry = advance(carry[0], carry[1], initial_grad)
         trajs.append(carry[0][None])
         start = 1
-    frozen = 0 if backprop_steps is None else max(num_steps - backprop_steps, 0)
+    frozen = 0 if backprop_steps is None else max(steps - backprop_steps, 0)
     if frozen:  # steps [0, frozen) give the generator no gradient
         carry, t = run(carry, frozen - start)
         trajs += t
         carry = (jax.lax.stop_gradient(carry[0]), carry[1])
-    carry, t = run(carry, num_steps - max(frozen, start))
+    carry, t = run(carry, steps - max(frozen, start))
     trajs += t
     delta, gstate = carry
-    out = (delta,)
-    if return_all:
-        out += (jnp.concatenate(trajs, 0) if len(trajs) > 1 else trajs[0],)
-    if stateful:
-        out += (gstate,)
-    return out if len(out) > 1 else delta
+    traj = jnp.concatenate(trajs, 0) if len(trajs) > 1 else trajs[0]
+    return L2LRecurrence(delta=delta, trajectory=traj, generator_state=gstate)
+
+
+def l2l_perturbation(
+    generator_fn: GeneratorFn,
+    logits_fn: LogitsFn,
+    x: ArrayLike,
+    y: ArrayLike,
+    z: ArrayLike,
+    *,
+    eps: float,
+    steps: int = 5,
+    step_fraction: float = 0.5,
+    initial_grad: ArrayLike | None = None,
+    backprop_steps: int | None = None,
+    unroll: bool = True,
+) -> Array:
+    r"""The final perturbation :math:`\delta^{(T)}` ``[N, H, W, C]`` of the L2L-DA recurrence.
+
+    A pure ``generator_fn(x, delta, grad, z, y)``; see :func:`l2l_recurrence` for the
+    recurrence, the arguments and the cost, :func:`l2l_perturbation_steps` for all T steps.
+    """
+    return l2l_recurrence(generator_fn, logits_fn, x, y, z, eps=eps, steps=steps,
+                          step_fraction=step_fraction, initial_grad=initial_grad,
+                          backprop_steps=backprop_steps, unroll=unroll).delta
+
+
+def l2l_perturbation_steps(
+    generator_fn: GeneratorFn,
+    logits_fn: LogitsFn,
+    x: ArrayLike,
+    y: ArrayLike,
+    z: ArrayLike,
+    *,
+    eps: float,
+    steps: int = 5,
+    step_fraction: float = 0.5,
+    initial_grad: ArrayLike | None = None,
+    backprop_steps: int | None = None,
+    unroll: bool = True,
+) -> Array:
+    r"""All T perturbations :math:`\delta^{(1)} \dots \delta^{(T)}` ``[T, N, H, W, C]`` of the
+    L2L-DA recurrence (the last equals :func:`l2l_perturbation`); see :func:`l2l_recurrence`."""
+    return l2l_recurrence(generator_fn, logits_fn, x, y, z, eps=eps, steps=steps,
+                          step_fraction=step_fraction, initial_grad=initial_grad,
+                          backprop_steps=backprop_steps, unroll=unroll).trajectory
 
 
 def l2l_attack(
@@ -184,7 +237,7 @@ def l2l_attack(
     generator_fn: GeneratorFn,
     eps: float,
     latent_dim: int = 8,
-    num_steps: int = 5,
+    steps: int = 5,
     step_fraction: float = 0.5,
 ) -> Array:
     """A trained L2L-DA generator used as an attack: ``x_adv = x + δ⁽ᵀ⁾`` with ``z ~ N(0, I)``.
@@ -196,6 +249,6 @@ def l2l_attack(
     V.check_key(key)
     V.check_positive_int(latent_dim, "latent_dim")
     z = jax.random.normal(key, (jnp.shape(x)[0], latent_dim), jnp.float32)
-    delta = l2l_perturbation(generator_fn, logits_fn, x, y, z, eps=eps, num_steps=num_steps,
+    delta = l2l_perturbation(generator_fn, logits_fn, x, y, z, eps=eps, steps=steps,
                              step_fraction=step_fraction)
     return jax.lax.stop_gradient(jnp.asarray(x) + delta)

@@ -16,7 +16,7 @@ architecture) and the classifier in **eval** mode (running statistics; it is not
   :math:`-\\log \\mathrm{CE}(f(x+\\delta), y)` (GAP uses the model's clean prediction as the class
   to move away from; on the training set we use the true label — a documented choice).
 * :func:`make_l2l_generator_step` — the L2L-DA generator objective against a fixed classifier
-  (``num_steps=1, step_fraction=1, lambda_div=0``: the L2L* generator).
+  (``steps=1, step_fraction=1, lambda_div=0``: the L2L* generator).
 * :func:`make_l2l_star_step` — L2L* min-max training (one-step generator, no recurrence, no
   diversity): :func:`robustjax.training.make_l2lda_step` with those settings.
 """
@@ -199,16 +199,16 @@ def make_gap_step(clf_apply: Callable, *, eps: float) -> Callable:
 
 
 def make_l2l_generator_step(clf_apply: Callable, *, eps: float, lambda_div: float,
-                            num_steps: int = 5, step_fraction: float = 0.5,
+                            steps: int = 5, step_fraction: float = 0.5,
                             latent_dim: int = 8) -> Callable:
     """L2L-DA generator objective (:func:`robustjax.training.l2lda_generator_loss`) against a
-    fixed classifier in eval mode; ``num_steps=1, step_fraction=1, lambda_div=0`` trains the
+    fixed classifier in eval mode; ``steps=1, step_fraction=1, lambda_div=0`` trains the
     L2L* generator. ``step(state, clf_variables, batch, key, lambda_div=None)``; cost
     ``T·(classifier fwd+bwd + generator fwd)`` on ``2N`` examples plus the generator's backward.
     """
     V.check_nonnegative(eps, "eps")
     V.check_nonnegative(lambda_div, "lambda_div")
-    V.check_positive_int(num_steps, "num_steps")
+    V.check_positive_int(steps, "steps")
     V.check_positive(step_fraction, "step_fraction")
     V.check_positive_int(latent_dim, "latent_dim")
     default_lambda = lambda_div
@@ -221,7 +221,7 @@ def make_l2l_generator_step(clf_apply: Callable, *, eps: float, lambda_div: floa
         def loss_fn(gp):
             return l2lda_generator_loss(
                 state.apply_fn, gp, state.batch_stats, logits_fn, x, y, key, eps=eps,
-                lambda_div=lam, num_steps=num_steps, step_fraction=step_fraction,
+                lambda_div=lam, steps=steps, step_fraction=step_fraction,
                 latent_dim=latent_dim)
 
         (loss, (delta, gbs, ce, div, _)), g = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -240,35 +240,35 @@ def make_l2l_star_step(*, eps: float, latent_dim: int = 8, clean_weight: float =
     """L2L* min-max training step (Chen et al. 2018 as the L2L-DA baseline): the L2L-DA step
     with a one-step generator (``T = 1``, full step ``ε``), no recurrence, no diversity.
     ``eps_schedule``: a traced ε ramp-up, see :func:`robustjax.training.make_l2lda_step`."""
-    return make_l2lda_step(eps=eps, lambda_div=0.0, num_steps=1, step_fraction=1.0,
+    return make_l2lda_step(eps=eps, lambda_div=0.0, steps=1, step_fraction=1.0,
                            latent_dim=latent_dim, clean_weight=clean_weight,
                            eps_schedule=eps_schedule, axis_name=axis_name)
 
 
-def train_attack_generator(step: Callable, state: GeneratorState, clf_variables, images,
-                           labels, *, key, num_steps: int, batch_size: int,
-                           log_every: int = 0, jit: bool = True):
-    """Run ``num_steps`` generator steps on shuffled mini-batches of ``(images, labels)``.
+def train_attack_generator(step: Callable, state: GeneratorState, clf_variables, x, y, *,
+                           key, steps: int, batch_size: int, log_every: int = 0,
+                           jit: bool = True):
+    """Run ``steps`` generator steps on shuffled mini-batches of ``(x, y)``.
 
     Batch ``s`` uses the permutation ``permutation(fold_in(key, epoch))`` and the step key
     ``fold_in(key, s)`` (deterministic given ``key``). Returns ``(state, last_metrics)``.
     """
-    V.check_positive_int(num_steps, "num_steps")
+    V.check_positive_int(steps, "steps")
     V.check_positive_int(batch_size, "batch_size")
-    images, labels = np.asarray(images), np.asarray(labels)
-    n = len(labels)
+    x, y = np.asarray(x), np.asarray(y)
+    n = len(y)
     if batch_size > n:
         raise ValueError(f"`batch_size` ({batch_size}) exceeds the number of examples ({n}).")
     fn = jax.jit(step) if jit else step
     per_epoch = n // batch_size
     perm, metrics = None, {}
     data_key, step_key = jax.random.split(key)
-    for s in range(num_steps):
+    for s in range(steps):
         epoch, i = divmod(s, per_epoch)
         if i == 0:
             perm = np.asarray(jax.random.permutation(jax.random.fold_in(data_key, epoch), n))
         idx = perm[i * batch_size:(i + 1) * batch_size]
-        batch = {"image": images[idx], "label": labels[idx]}
+        batch = {"image": x[idx], "label": y[idx]}
         state, metrics = fn(state, clf_variables, batch, jax.random.fold_in(step_key, s))
         if log_every and (s + 1) % log_every == 0:
             print(f"  generator step {s + 1}: " + ", ".join(

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import optax
 
 from robustjax._src import validation as V
-from robustjax.attacks._l2l import l2l_perturbation
+from robustjax.attacks._l2l import l2l_recurrence
 from robustjax.losses import cross_entropy
 from robustjax.losses._diversity import mode_seeking_diversity
 
@@ -134,7 +134,7 @@ def _first_grad(clf_logits, x, y):
 
 
 def _recurrence(gen_apply, gen_params, gen_batch_stats, clf_logits, x, y, z, *, eps,
-                num_steps, step_fraction, backprop_steps):
+                steps, step_fraction, backprop_steps):
     """``δ⁽ᵀ⁾`` on the ``[x; x]`` batch with codes ``z [2N, d]`` (generator in train mode)."""
     x2 = jnp.concatenate([x, x], 0)
     y2 = jnp.concatenate([y, y], 0)
@@ -144,15 +144,16 @@ def _recurrence(gen_apply, gen_params, gen_batch_stats, clf_logits, x, y, z, *, 
         out, upd = gen_apply(variables, xx, d, g, zz, yy, train=True, mutable=["batch_stats"])
         return out, upd["batch_stats"]
 
-    return l2l_perturbation(
-        gen_fn, clf_logits, x2, y2, z, eps=eps, num_steps=num_steps,
+    out = l2l_recurrence(
+        gen_fn, clf_logits, x2, y2, z, eps=eps, steps=steps,
         step_fraction=step_fraction, generator_state=gen_batch_stats,
         initial_grad=jax.lax.stop_gradient(_first_grad(clf_logits, x, y)),
         backprop_steps=backprop_steps)
+    return out.delta, out.generator_state
 
 
 def l2lda_generator_loss(gen_apply, gen_params, gen_batch_stats, clf_logits, x, y, key, *,
-                         eps: float, lambda_div, num_steps: int, step_fraction: float,
+                         eps: float, lambda_div, steps: int, step_fraction: float,
                          latent_dim: int, backprop_steps: int | None = None):
     r"""The generator's objective of L2L-DA (to be *minimised*; the paper maximises its negative).
 
@@ -173,7 +174,7 @@ def l2lda_generator_loss(gen_apply, gen_params, gen_batch_stats, clf_logits, x, 
     z = jax.random.normal(key, (2 * n, latent_dim), jnp.float32)
     y2 = jnp.concatenate([y, y], 0)
     delta, gbs = _recurrence(gen_apply, gen_params, gen_batch_stats, clf_logits, x, y, z,
-                             eps=eps, num_steps=num_steps, step_fraction=step_fraction,
+                             eps=eps, steps=steps, step_fraction=step_fraction,
                              backprop_steps=backprop_steps)
     ce = jnp.mean(cross_entropy(clf_logits(jnp.concatenate([x, x], 0) + delta), y2))
     div = jnp.mean(mode_seeking_diversity(delta[:n], delta[n:], z[:n], z[n:]))
@@ -181,7 +182,7 @@ def l2lda_generator_loss(gen_apply, gen_params, gen_batch_stats, clf_logits, x, 
     return loss, (delta, gbs, ce, div, z)
 
 
-def make_l2lda_step(*, eps: float, lambda_div: float, num_steps: int = 5,
+def make_l2lda_step(*, eps: float, lambda_div: float, steps: int = 5,
                     step_fraction: float = 0.5, latent_dim: int = 8, clean_weight: float = 0.0,
                     backprop_steps: int | None = None,
                     eps_schedule: Callable | None = None,
@@ -198,10 +199,10 @@ def make_l2lda_step(*, eps: float, lambda_div: float, num_steps: int = 5,
       lambda_div: default λ of the diversity term (paper: 0.02 MNIST, 0.5 CIFAR-10, 0.3 Tiny
         ImageNet); 0 gives the recurrent generator without diversity. The step also accepts
         ``lambda_div`` as a 4th (traced) argument, so runs with different λ share one compile.
-      num_steps: recurrence length T (the supplement does not state T; 5 by default, the
+      steps: recurrence length T (the supplement does not state T; 5 by default, the
         library's choice: with ``step_fraction = 0.5`` the recurrence can reach the ε-sphere in 2
         steps and has 3 more to refine, like a short PGD); step_fraction: per-step size as a
-        fraction of ε. ``num_steps=1, step_fraction=1, lambda_div=0`` is the one-step L2L*
+        fraction of ε. ``steps=1, step_fraction=1, lambda_div=0`` is the one-step L2L*
         baseline.
       latent_dim: d (8 in the paper).
       clean_weight: weight of the clean-example loss in the classifier step (0: adversarial only).
@@ -244,7 +245,7 @@ def make_l2lda_step(*, eps: float, lambda_div: float, num_steps: int = 5,
     """
     V.check_nonnegative(eps, "eps")
     V.check_nonnegative(lambda_div, "lambda_div")
-    V.check_positive_int(num_steps, "num_steps")
+    V.check_positive_int(steps, "steps")
     V.check_positive(step_fraction, "step_fraction")
     V.check_positive_int(latent_dim, "latent_dim")
     V.check_nonnegative(clean_weight, "clean_weight")
@@ -274,7 +275,7 @@ def make_l2lda_step(*, eps: float, lambda_div: float, num_steps: int = 5,
         def rec(gp):
             delta, gbs = _recurrence(
                 state.gen_apply, gp, state.gen_batch_stats, clf_logits, x, y, z, eps=eps_t,
-                num_steps=num_steps, step_fraction=step_fraction,
+                steps=steps, step_fraction=step_fraction,
                 backprop_steps=backprop_steps)
             div = jnp.mean(mode_seeking_diversity(delta[:n], delta[n:], z[:n], z[n:]))
             return (delta, div), gbs
@@ -327,12 +328,12 @@ def make_l2lda_step(*, eps: float, lambda_div: float, num_steps: int = 5,
     return step
 
 
-def l2lda_cost_model(*, num_steps: int, gen_over_clf: float, backprop_steps: int | None = None,
+def l2lda_cost_model(*, steps: int, gen_over_clf: float, backprop_steps: int | None = None,
                      pgd_steps: int = 10) -> dict:
     """The FLOP cost model of :func:`make_l2lda_step` and of a PGD-k training step, in units of
     one classifier forward ``F`` per image (``gen_over_clf = G/F``). Returns
     ``{"l2lda_F": ..., "pgd_F": ..., "ratio": ...}``."""
-    b = num_steps if backprop_steps is None else min(backprop_steps, num_steps)
-    l2l = (4 * num_steps + 4) + (2 * num_steps + 4 * b) * gen_over_clf
+    b = steps if backprop_steps is None else min(backprop_steps, steps)
+    l2l = (4 * steps + 4) + (2 * steps + 4 * b) * gen_over_clf
     pgd = 2 * pgd_steps + 3
     return {"l2lda_F": l2l, "pgd_F": float(pgd), "ratio": l2l / pgd}

@@ -87,7 +87,7 @@ def test_l2l_star_is_one_full_step():
     a = l2l_star_attack(logits_fn, jax.random.key(3), x, y, generator_fn=gen_fn, eps=0.2,
                         latent_dim=2)
     b = l2l_attack(logits_fn, jax.random.key(3), x, y, generator_fn=gen_fn, eps=0.2,
-                   latent_dim=2, num_steps=1, step_fraction=1.0)
+                   latent_dim=2, steps=1, step_fraction=1.0)
     np.testing.assert_allclose(a, b)
     grad = jax.grad(lambda v: jnp.sum(
         -jax.nn.log_softmax(logits_fn(v))[jnp.arange(4), y]))(x)
@@ -102,9 +102,9 @@ def test_traced_lambda_matches_static_lambda():
     state = create_l2lda_state(clf, gen, jax.random.key(0), x.shape, clf_tx=optax.sgd(0.1),
                                gen_tx=optax.sgd(0.1))
     batch = {"image": x, "label": y}
-    s_static, m_static = make_l2lda_step(eps=0.3, lambda_div=0.7, num_steps=2,
+    s_static, m_static = make_l2lda_step(eps=0.3, lambda_div=0.7, steps=2,
                                          latent_dim=2)(state, batch, jax.random.key(1))
-    traced = jax.jit(make_l2lda_step(eps=0.3, lambda_div=0.0, num_steps=2, latent_dim=2))
+    traced = jax.jit(make_l2lda_step(eps=0.3, lambda_div=0.0, steps=2, latent_dim=2))
     s_traced, m_traced = traced(state, batch, jax.random.key(1), jnp.float32(0.7))
     np.testing.assert_allclose(m_static["gen_loss"], m_traced["gen_loss"], rtol=1e-4)
     assert float(m_traced["gen_loss"]) == pytest.approx(
@@ -128,7 +128,7 @@ def test_generator_training_against_fixed_classifier():
     before = ce_of(gap_perturbation(functools.partial(gap.apply, {"params": st.params}), x,
                                     eps=0.2))
     st, m = train_attack_generator(make_gap_step(clf.apply, eps=0.2), st, cv, x, y,
-                                   key=jax.random.key(2), num_steps=25, batch_size=16)
+                                   key=jax.random.key(2), steps=25, batch_size=16)
     after = ce_of(gap_perturbation(functools.partial(gap.apply, {"params": st.params}), x,
                                    eps=0.2))
     assert int(st.step) == 25 and after > before + 0.05, (before, after)
@@ -145,7 +145,7 @@ def test_generator_training_against_fixed_classifier():
 
     lg = L2LGeneratorTiny(latent_dim=2)
     st = create_generator_state(lg, jax.random.key(1), (16, 8, 8, 1), tx=optax.adam(1e-3))
-    st2, m = jax.jit(make_l2l_generator_step(clf.apply, eps=0.2, lambda_div=0.1, num_steps=2,
+    st2, m = jax.jit(make_l2l_generator_step(clf.apply, eps=0.2, lambda_div=0.1, steps=2,
                                              latent_dim=2))(
         st, cv, {"image": x[:16], "label": y[:16]}, jax.random.key(0))
     assert np.isfinite(float(m["gen_loss"])) and float(m["ce"]) > 0
@@ -232,9 +232,9 @@ def _mnist_linear_classifier(n=1024):
     return clf, params, (x, y), (jnp.asarray(xt), jnp.asarray(yt))
 
 
-@pytest.mark.parametrize("name,num_steps,step_fraction,lambda_div",
+@pytest.mark.parametrize("name,steps,step_fraction,lambda_div",
                          [("L2L-DA", 3, 0.5, 0.02), ("L2L*", 1, 1.0, 0.0)])
-def test_trained_generator_beats_random_noise_of_same_linf_norm(name, num_steps, step_fraction,
+def test_trained_generator_beats_random_noise_of_same_linf_norm(name, steps, step_fraction,
                                                                  lambda_div):
     # A sign flip in the generator's loss (or a generator that ignores the classifier) would
     # leave accuracy near the random-noise level; a trained attack generator must go far below.
@@ -251,15 +251,15 @@ def test_trained_generator_beats_random_noise_of_same_linf_norm(name, num_steps,
     lg = L2LGeneratorTiny(latent_dim=2)
     st = create_generator_state(lg, jax.random.key(1), (32, 28, 28, 1), tx=optax.adam(3e-3))
     step = make_l2l_generator_step(clf.apply, eps=eps, lambda_div=lambda_div,
-                                   num_steps=num_steps, step_fraction=step_fraction,
+                                   steps=steps, step_fraction=step_fraction,
                                    latent_dim=2)
-    st, _ = train_attack_generator(step, st, cv, x, y, key=jax.random.key(2), num_steps=40,
+    st, _ = train_attack_generator(step, st, cv, x, y, key=jax.random.key(2), steps=40,
                                    batch_size=32)
     from robustjax.training._l2lda import l2lda_generator_fn
 
     gfn = l2lda_generator_fn(lg.apply, {"params": st.params, "batch_stats": st.batch_stats})
     x_adv = jax.jit(functools.partial(
-        l2l_attack, logits_fn, generator_fn=gfn, eps=eps, latent_dim=2, num_steps=num_steps,
+        l2l_attack, logits_fn, generator_fn=gfn, eps=eps, latent_dim=2, steps=steps,
         step_fraction=step_fraction))(jax.random.key(3), xt, yt)
     assert float(jnp.max(jnp.abs(x_adv - xt))) <= eps + 1e-6
     attacked = acc(x_adv)

@@ -7,7 +7,8 @@ import numpy as np
 import optax
 import pytest
 
-from robustjax.attacks._l2l import l2l_attack, l2l_perturbation, normalize_gradient
+from robustjax.attacks._l2l import (l2l_attack, l2l_perturbation, l2l_perturbation_steps,
+                                    l2l_recurrence, normalize_gradient)
 from robustjax.losses._diversity import mode_seeking_diversity
 from robustjax.models._l2l import L2LGenerator, L2LGeneratorTiny
 from robustjax.training._l2lda import create_l2lda_state, l2lda_generator_fn, make_l2lda_step
@@ -88,8 +89,10 @@ def test_recurrent_attack_stays_in_ball_and_box(const):
     gen_fn = lambda xx, d, g, z, yy: jnp.full_like(xx, const) + g  # noqa: E731
     z = jnp.zeros((8, 2))
     eps = 0.3
-    delta, traj = l2l_perturbation(gen_fn, logits_fn, x, y, z, eps=eps, num_steps=4,
-                                   step_fraction=0.5, return_all=True)
+    traj = l2l_perturbation_steps(gen_fn, logits_fn, x, y, z, eps=eps, steps=4,
+                                  step_fraction=0.5)
+    delta = l2l_perturbation(gen_fn, logits_fn, x, y, z, eps=eps, steps=4, step_fraction=0.5)
+    np.testing.assert_allclose(traj[-1], delta, atol=1e-6)
     assert traj.shape == (4,) + x.shape
     assert float(jnp.max(jnp.abs(traj))) <= eps + 1e-6
     adv = x + traj
@@ -106,7 +109,7 @@ def test_l2l_attack_deterministic_and_jittable():
     gen = L2LGeneratorTiny()
     gv = _gen_vars(gen)
     attack = functools.partial(l2l_attack, generator_fn=l2lda_generator_fn(gen.apply, gv),
-                               eps=0.3, latent_dim=gen.latent_dim, num_steps=3)
+                               eps=0.3, latent_dim=gen.latent_dim, steps=3)
     logits_fn = lambda v: clf.apply(cv, v)  # noqa: E731
     a = attack(logits_fn, jax.random.key(5), x, y)
     b = jax.jit(attack, static_argnums=0)(logits_fn, jax.random.key(5), x, y)
@@ -133,7 +136,7 @@ def _train(lambda_div, steps, x, y):
     state = create_l2lda_state(clf, gen, jax.random.key(0), (16, 28, 28, 1),
                                clf_tx=optax.adam(1e-3), gen_tx=optax.adam(1e-3))
     if "step" not in _STEP_CACHE:  # λ is a traced argument: one compile for every λ
-        _STEP_CACHE["step"] = jax.jit(make_l2lda_step(eps=0.3, lambda_div=0.0, num_steps=3,
+        _STEP_CACHE["step"] = jax.jit(make_l2lda_step(eps=0.3, lambda_div=0.0, steps=3,
                                                       latent_dim=gen.latent_dim))
     step = _STEP_CACHE["step"]
     lam = jnp.float32(lambda_div)
@@ -157,7 +160,7 @@ def _eval_diversity(gen, gvars, cvars, xt, yt):
             z2 = jax.random.normal(jax.random.key(2), (n, gen.latent_dim))
             d = l2l_perturbation(gfn, logits_fn, jnp.concatenate([xt, xt]),
                                  jnp.concatenate([yt, yt]), jnp.concatenate([z1, z2]),
-                                 eps=0.3, num_steps=3)  # eval-mode BN: rows independent
+                                 eps=0.3, steps=3)  # eval-mode BN: rows independent
             d1, d2 = d[:n], d[n:]
             return (jnp.mean(mode_seeking_diversity(d1, d2, z1, z2)),
                     jnp.mean(jnp.abs(d1 - d2)))
@@ -197,7 +200,7 @@ def test_fused_step_matches_reference_formulation():
     state = create_l2lda_state(clf, gen, jax.random.key(0), x.shape, clf_tx=optax.sgd(0.5),
                                gen_tx=optax.sgd(0.5))
     key, lam, n = jax.random.key(3), 0.7, x.shape[0]
-    new, m = jax.jit(make_l2lda_step(eps=0.3, lambda_div=lam, num_steps=3, latent_dim=2))(
+    new, m = jax.jit(make_l2lda_step(eps=0.3, lambda_div=lam, steps=3, latent_dim=2))(
         state, {"image": x, "label": y}, key)
 
     x2, y2 = jnp.concatenate([x, x]), jnp.concatenate([y, y])
@@ -216,9 +219,9 @@ def test_fused_step_matches_reference_formulation():
             out, upd = gen.apply({"params": gp, "batch_stats": gbs}, xx, d, g, zz, yy,
                                  train=True, mutable=["batch_stats"])
             return out, upd["batch_stats"]
-        delta, gbs = l2l_perturbation(gfn, lambda v: clf_fwd(state.clf_params, v)[0], x2, y2,
-                                      z, eps=0.3, num_steps=3,
-                                      generator_state=state.gen_batch_stats)
+        out = l2l_recurrence(gfn, lambda v: clf_fwd(state.clf_params, v)[0], x2, y2,
+                             z, eps=0.3, steps=3, generator_state=state.gen_batch_stats)
+        delta, gbs = out.delta, out.generator_state
         div = jnp.mean(mode_seeking_diversity(delta[:n], delta[n:], z[:n], z[n:]))
         return -(ce(clf_fwd(state.clf_params, x2 + delta)[0]) + lam * div), (delta, gbs)
 
@@ -253,23 +256,22 @@ def test_initial_grad_and_truncated_backprop():
 
     w = jnp.array([2.0, -0.5, 0.3])
     g0 = jax.grad(lambda v: jnp.sum(-jax.nn.log_softmax(logits_fn(v))[jnp.arange(6), y]))(x)
-    a, ta = l2l_perturbation(gen_fn(w), logits_fn, x, y, z, eps=0.3, num_steps=3,
-                             return_all=True)
-    b, tb = l2l_perturbation(gen_fn(w), logits_fn, x, y, z, eps=0.3, num_steps=3,
-                             initial_grad=g0, return_all=True)
+    a, ta, _ = l2l_recurrence(gen_fn(w), logits_fn, x, y, z, eps=0.3, steps=3)
+    b, tb, _ = l2l_recurrence(gen_fn(w), logits_fn, x, y, z, eps=0.3, steps=3,
+                              initial_grad=g0)
     np.testing.assert_allclose(a, b, atol=1e-6)
     np.testing.assert_allclose(ta, tb, atol=1e-6)
-    c, tc = l2l_perturbation(gen_fn(w), logits_fn, x, y, z, eps=0.3, num_steps=3,
-                             return_all=True, unroll=False)  # lax.scan form
+    tc = l2l_perturbation_steps(gen_fn(w), logits_fn, x, y, z, eps=0.3, steps=3,
+                                unroll=False)  # lax.scan form
     np.testing.assert_allclose(tc, ta, atol=1e-6)
 
     def loss(w, **kw):
-        return jnp.sum(l2l_perturbation(gen_fn(w), logits_fn, x, y, z, eps=0.3, num_steps=3,
+        return jnp.sum(l2l_perturbation(gen_fn(w), logits_fn, x, y, z, eps=0.3, steps=3,
                                         **kw) ** 2)
 
     def manual_truncated(w):  # two steps with frozen generator, then one differentiable step
         d = l2l_perturbation(gen_fn(jax.lax.stop_gradient(w)), logits_fn, x, y, z, eps=0.3,
-                             num_steps=2)
+                             steps=2)
         g = jax.grad(lambda v: jnp.sum(-jax.nn.log_softmax(logits_fn(v))[jnp.arange(6), y]))(
             x + d)
         from robustjax.attacks._l2l import normalize_gradient
@@ -293,11 +295,11 @@ def test_initial_grad_and_truncated_backprop():
 def test_cost_model_ratios():
     from robustjax.training._l2lda import l2lda_cost_model
     # PGD-10 = 23 F; L2L-DA = (4T + 4) F + (2T + 4B) G.
-    c = l2lda_cost_model(num_steps=1, gen_over_clf=0.0)
+    c = l2lda_cost_model(steps=1, gen_over_clf=0.0)
     assert c["pgd_F"] == 23 and c["l2lda_F"] == 8
-    c = l2lda_cost_model(num_steps=5, gen_over_clf=2.0, backprop_steps=1)
+    c = l2lda_cost_model(steps=5, gen_over_clf=2.0, backprop_steps=1)
     assert c["l2lda_F"] == 24 + 14 * 2.0
-    assert l2lda_cost_model(num_steps=2, gen_over_clf=133)["ratio"] > 1.5
+    assert l2lda_cost_model(steps=2, gen_over_clf=133)["ratio"] > 1.5
 
 
 def test_traced_eps_schedule_one_compile_and_matches_static_eps():
@@ -317,14 +319,14 @@ def test_traced_eps_schedule_one_compile_and_matches_static_eps():
         traces.append(1)
         return optax.linear_schedule(0.0, 0.3, 10)(count)
 
-    ramped = jax.jit(make_l2lda_step(eps=0.3, lambda_div=0.5, num_steps=2, latent_dim=2,
+    ramped = jax.jit(make_l2lda_step(eps=0.3, lambda_div=0.5, steps=2, latent_dim=2,
                                      eps_schedule=schedule))
     _, m0 = ramped(state, batch, key)
     s10, m10 = ramped(state.replace(step=jnp.asarray(10, jnp.int32)), batch, key)
     assert len(traces) == 1
     assert float(m0["eps"]) == 0.0 and float(m10["eps"]) == pytest.approx(0.3)
     assert float(m0["diversity"]) == 0.0           # delta == 0 for both codes
-    static = jax.jit(make_l2lda_step(eps=0.3, lambda_div=0.5, num_steps=2, latent_dim=2))
+    static = jax.jit(make_l2lda_step(eps=0.3, lambda_div=0.5, steps=2, latent_dim=2))
     s_ref, m_ref = static(state, batch, key)
     for a, b in zip(jax.tree.leaves(s10.clf_params), jax.tree.leaves(s_ref.clf_params)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
@@ -348,7 +350,7 @@ def test_attack_time_batch_norm_reproduces_training_recurrence():
     clf, gen = _TinyClf(), L2LGeneratorTiny(latent_dim=2)
     state = create_l2lda_state(clf, gen, jax.random.key(0), x.shape, clf_tx=optax.sgd(0.1),
                                gen_tx=optax.sgd(0.1))
-    step = jax.jit(make_l2lda_step(eps=0.3, lambda_div=0.0, num_steps=3, latent_dim=2))
+    step = jax.jit(make_l2lda_step(eps=0.3, lambda_div=0.0, steps=3, latent_dim=2))
     for i in range(3):  # accumulate running statistics over the T steps
         state, _ = step(state, {"image": x, "label": y}, jax.random.key(10 + i))
     gvars = {"params": state.gen_params, "batch_stats": state.gen_batch_stats}
@@ -360,9 +362,9 @@ def test_attack_time_batch_norm_reproduces_training_recurrence():
     key = jax.random.key(7)
     _, (delta_train, _, _, _, z) = l2lda_generator_loss(
         gen.apply, state.gen_params, state.gen_batch_stats, clf_train, x, y, key, eps=0.3,
-        lambda_div=0.0, num_steps=3, step_fraction=0.5, latent_dim=2)
+        lambda_div=0.0, steps=3, step_fraction=0.5, latent_dim=2)
     x2, y2 = jnp.concatenate([x, x]), jnp.concatenate([y, y])
-    kw = dict(eps=0.3, num_steps=3, step_fraction=0.5)
+    kw = dict(eps=0.3, steps=3, step_fraction=0.5)
     d_batch = l2l_perturbation(l2lda_generator_fn(gen.apply, gvars), clf_train, x2, y2, z, **kw)
     d_run = l2l_perturbation(l2lda_generator_fn(gen.apply, gvars, batch_norm="running"),
                              clf_train, x2, y2, z, **kw)
