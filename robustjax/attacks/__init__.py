@@ -39,7 +39,10 @@ from robustjax.attacks._pgd import random_targeted
 from robustjax.attacks._wrappers import bpda
 from robustjax.attacks._wrappers import eot
 from robustjax.attacks._l2l import l2l_attack
+from robustjax.attacks._l2l import L2LRecurrence
 from robustjax.attacks._l2l import l2l_perturbation
+from robustjax.attacks._l2l import l2l_perturbation_steps
+from robustjax.attacks._l2l import l2l_recurrence
 from robustjax.attacks._l2l import normalize_gradient
 from robustjax.attacks._stadv import StadvSweep
 from robustjax.attacks._stadv import stadv
@@ -86,6 +89,9 @@ __all__ = [
     "step_size_schedule",
     "l2l_attack",
     "l2l_perturbation",
+    "l2l_perturbation_steps",
+    "l2l_recurrence",
+    "L2LRecurrence",
     "normalize_gradient",
     "StadvSweep",
     "stadv",
