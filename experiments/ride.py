@@ -553,7 +553,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         models.ride_fcn(config.fcn, sigmoid=True, dropout=config.fcn_dropout))
     ride_cfg = defenses.RideConfig(**config.ride.to_dict())
     ride_name = defenses.ride_label(ride_cfg)
-    k_steps, t_ckpt = ride_cfg.num_steps, ride_cfg.num_checkpoints
+    k_steps, t_ckpt = ride_cfg.steps, ride_cfg.num_checkpoints
     iters = [k_steps * (t + 1) for t in range(t_ckpt)]
 
     def trace_fn(method):

@@ -28,7 +28,7 @@ def test_configs_follow_the_paper(configs):
     for name, eps, step in (("mnist", 0.1, 0.02), ("cifar10", 0.05, 0.01),
                             ("imagenet", 0.05, 0.01)):
         c = configs.get_config(name)
-        assert (c.ride.num_steps, c.ride.num_checkpoints) == (2000, 5)
+        assert (c.ride.steps, c.ride.num_checkpoints) == (2000, 5)
         # sigma in [0, 1] units: the paper's 0.5 on ImageNet-normalized inputs.
         assert (c.ride.alpha, c.ride.sigma, c.ride.mask_ratio) == (0.9, 0.113, 0.9)
         assert (c.ride.learning_rate, c.ride.weight_decay) == (1e-4, 1e-4)
@@ -173,7 +173,7 @@ def test_ride_experiment_smoke(tmp_path, configs, exp):
     assert acc["PGD"]["No Defender"] <= clean
 
     # Fig. 5a: RIDE first, every method, iterations 0, K, ..., K*T; iteration 0 = undefended.
-    k, t = cfg.ride.num_steps, cfg.ride.num_checkpoints
+    k, t = cfg.ride.steps, cfg.ride.num_checkpoints
     assert set(saved["fig5a"]) == {"ride", "dae"}
     for curve in saved["fig5a"].values():
         assert curve["iterations"] == [k * i for i in range(t + 1)]
@@ -221,7 +221,7 @@ def test_defense_trace_map_equals_vmap(exp):
     from robustjax.models import ride_fcn
 
     net = make_reconstruction_net(ride_fcn("tiny"))
-    cfg = defenses.RideConfig(num_steps=2, num_checkpoints=2, learning_rate=1e-2, sigma=0.2,
+    cfg = defenses.RideConfig(steps=2, num_checkpoints=2, learning_rate=1e-2, sigma=0.2,
                               mask_ratio=0.5)
     x = jax.random.uniform(jax.random.key(3), (2, 8, 8, 1))
     fast = {"xla_backend_optimization_level": 0}

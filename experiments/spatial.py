@@ -188,7 +188,7 @@ def _eval_fns(model, config, size):
         Theorem 1's value, history), each over ``labels``."""
         def one(label):
             r = certify.one_hidden_lower_bound(w, v, shape=(size, size), eps=eps, b=b,
-                                               label=label, steps=config.lb_steps)
+                                               y=label, steps=config.lb_steps)
             return r.loss, r.init_linear, r.history
         return jax.vmap(one)(jnp.asarray(labels, jnp.int32))
 

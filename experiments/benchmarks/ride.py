@@ -95,7 +95,7 @@ def _best(fn, *args, repeats):
 
 
 def _ride_paths(args, x, key):
-    cfg = RideConfig(num_steps=args.steps, num_checkpoints=1)
+    cfg = RideConfig(steps=args.steps, num_checkpoints=1)
     n = x.shape[0]
     keys = jax.random.split(key, n)
     out, res = {}, {}
@@ -154,7 +154,7 @@ def _torch(args):
 
 def _cifar(args, key):
     x = jax.random.uniform(jax.random.key(2), (args.batch, 32, 32, 3))
-    cfg = RideConfig(num_steps=args.cifar_steps, num_checkpoints=1)
+    cfg = RideConfig(steps=args.cifar_steps, num_checkpoints=1)
     net = make_reconstruction_net(ride_fcn("cifar10"))
     fn, comp = _compile(lambda k, v: self_supervised_trace(net, k, v, config=cfg).estimate,
                         key, x)

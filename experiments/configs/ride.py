@@ -42,7 +42,7 @@ TV_CHAMBOLLE_WEIGHTS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
 def _ride(**overrides) -> ml_collections.ConfigDict:
     # The paper's hyperparameters (robustjax.defenses.RideConfig defaults; σ in [0, 1] units).
-    r = dict(num_steps=2000, num_checkpoints=5, alpha=0.9, sigma=0.113, batch_size=1,
+    r = dict(steps=2000, num_checkpoints=5, alpha=0.9, sigma=0.113, batch_size=1,
              learning_rate=1e-4, weight_decay=1e-4, decoupled_weight_decay=False,
              mask_ratio=0.9, nms=True, dropout_at_eval=True, dip_noise_scale=0.1)
     r.update(overrides)
@@ -78,7 +78,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     # Reconstruction network (robustjax.models.ride_fcn(fcn)): Table 3 spec name.
     c.fcn = "mnist"
     c.fcn_dropout = True
-    c.ride = _ride(num_steps=25, num_checkpoints=4, learning_rate=3e-3, sigma=0.2,
+    c.ride = _ride(steps=25, num_checkpoints=4, learning_rate=3e-3, sigma=0.2,
                    mask_ratio=0.5)
     c.defense_batch_size = 32    # images defended in one program (chunks of RideConfig's 8)
     # Gray-box attacks (Table 1): the attack sees the classifier only.
@@ -130,7 +130,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         c.epochs = 4
         c.learning_rate = 3e-3
         c.fcn = "tiny"
-        c.ride = _ride(num_steps=4, num_checkpoints=2, learning_rate=1e-2, sigma=0.2,
+        c.ride = _ride(steps=4, num_checkpoints=2, learning_rate=1e-2, sigma=0.2,
                        mask_ratio=0.5)
         c.defense_batch_size = 4
         c.gray_pgd_steps = 2

@@ -1,10 +1,13 @@
 """Certificates and lower bounds for spatial (flow) robustness of small networks."""
 
+from robustjax.certify._lower_bounds import InitPair
 from robustjax.certify._lower_bounds import LowerBoundResult
 from robustjax.certify._lower_bounds import linear_lower_bound
 from robustjax.certify._lower_bounds import one_hidden_lower_bound
 from robustjax.certify._lower_bounds import theorem1_init
 from robustjax.certify._lower_bounds import theorem2_init
+from robustjax.certify._upper_bounds import DualCertificate
+from robustjax.certify._upper_bounds import SDPSolution
 from robustjax.certify._upper_bounds import box_bound
 from robustjax.certify._upper_bounds import dual_init
 from robustjax.certify._upper_bounds import ellipsoid_bound
@@ -20,7 +23,10 @@ from robustjax.certify._upper_bounds import sdp_matrix
 from robustjax.certify._upper_bounds import spectral_bound
 
 __all__ = [
+    "DualCertificate",
+    "InitPair",
     "LowerBoundResult",
+    "SDPSolution",
     "box_bound",
     "dual_init",
     "ellipsoid_bound",

@@ -8,9 +8,9 @@ Setting (the paper's): a flattened single-channel input ``x [d]`` (``d = H·W``)
 * linear (Algorithm 2): :math:`f(x) = v^\top x`;
 * one hidden layer (Algorithm 1): :math:`f(x) = v^\top \sigma(Wx + b)` (the paper has ``b = 0``).
 
-K classes (appendix 6.6): pass ``v`` of shape ``[K, ·]`` and the class ``label`` the input is
+K classes (appendix 6.6): pass ``v`` of shape ``[K, ·]`` and the class ``y`` the input is
 meant to have; at every outer iteration the binary problem is solved for
-:math:`v_{y^*} - v_{label}` with :math:`y^* = \arg\max_{y \ne label}` logit at the current
+:math:`v_{y^*} - v_{y}` with :math:`y^* = \arg\max_{y' \ne y}` logit at the current
 adversarial input (the initial pair is the one with the largest Theorem 1/2 value).
 
 The attained loss is the exact :math:`\ell_{adv}(x_*, r_*) = f(g(r_*; x_*)) - f(x_*)` (Eqn 4);
@@ -33,6 +33,7 @@ from robustjax.spatial._adv_loss import warp_jacobian_diag
 from robustjax.spatial._flow import tv_factors
 
 __all__ = [
+    "InitPair",
     "LowerBoundResult",
     "theorem2_init",
     "theorem1_init",
@@ -64,6 +65,14 @@ class LowerBoundResult(NamedTuple):
     other: Array
 
 
+class InitPair(NamedTuple):
+    """A Theorem 1/2 initialisation: ``x [d]``, ``r [d]`` and its linearised value (scalar)."""
+
+    x: Array
+    r: Array
+    value: Array
+
+
 def _pi_inf(z: Array) -> Array:
     return z / jnp.maximum(jnp.max(jnp.abs(z)), _TINY)
 
@@ -75,12 +84,27 @@ def _flow_step(h: Array, m_inv: Array, eps: float) -> Array:
     return eps * (m_inv @ (q / jnp.maximum(jnp.linalg.norm(q), _TINY)))
 
 
-def _check_common(eps, steps, num_points, shape) -> None:
-    V.check_nonnegative(eps, "eps")
-    V.check_positive_int(steps, "steps")
-    V.check_positive_int(num_points, "num_points")
+def _check_shape(shape) -> None:
     if not (isinstance(shape, tuple) and len(shape) == 2):
         raise ValueError(f"`shape` must be a tuple (H, W), got {shape!r}.")
+    V.check_positive_int(shape[0], "shape[0]")
+    V.check_positive_int(shape[1], "shape[1]")
+
+
+def _check_common(eps, steps, num_points, shape, unroll=1) -> None:
+    V.check_nonnegative_value(eps, "eps")
+    V.check_positive_int(steps, "steps")
+    V.check_positive_int(num_points, "num_points")
+    _check_shape(shape)
+    if not isinstance(unroll, bool):
+        V.check_positive_int(unroll, "unroll")
+
+
+def _check_weights(a, name: str) -> Array:
+    if not jnp.issubdtype(jnp.result_type(a), jnp.number):
+        raise ValueError(f"`{name}` must be a real array, got dtype {jnp.result_type(a)}.")
+    V.check_finite(a, name)
+    return jnp.asarray(a, jnp.float32)
 
 
 def _midpoints(num_points: int, dtype) -> Array:
@@ -88,7 +112,7 @@ def _midpoints(num_points: int, dtype) -> Array:
 
 
 def theorem2_init(v: ArrayLike, *, shape: tuple[int, int], eps: float,
-                  ridge: float = 0.0) -> tuple[Array, Array, Array]:
+                  ridge: float = 0.0) -> InitPair:
     r"""Theorem 2 initialisation for a linear classifier :math:`f(x) = v^\top x`.
 
     :math:`v^*` = primary eigenvector of :math:`\mathrm{diag}(v) M^{-2} \mathrm{diag}(v)`,
@@ -101,16 +125,21 @@ def theorem2_init(v: ArrayLike, *, shape: tuple[int, int], eps: float,
       ridge: see :func:`robustjax.spatial.tv_factors`.
 
     Returns:
-      ``(x_* [d], r_* [d], value [])``. Cost ``O(d^3)`` (one ``eigh``).
+      :class:`InitPair` ``(x_* [d], r_* [d], value [])``. Cost ``O(d^3)`` (one ``eigh``).
     """
+    _check_shape(shape)
+    V.check_nonnegative_value(eps, "eps")
     fac = tv_factors(*shape, ridge=ridge)
-    v = jnp.asarray(v, jnp.float32)
+    v = _check_weights(v, "v")
+    V.check_rank(v, "v", 1)
+    if v.shape[0] != shape[0] * shape[1]:
+        raise ValueError(f"`v` must have shape (H*W,) = ({shape[0] * shape[1]},), got {v.shape}.")
     a = v[:, None] * fac.gram_inv * v[None, :]
     _, vecs = jnp.linalg.eigh(a)
     x = _pi_inf(vecs[:, -1])
     q = fac.m_inv @ (v * x)
     r = _flow_step(v * x, fac.m_inv, eps)
-    return x, r, eps * jnp.linalg.norm(q)
+    return InitPair(x, r, eps * jnp.linalg.norm(q))
 
 
 def _independent_rows(w: Array, rtol: float = 1e-6) -> Array:
@@ -131,7 +160,7 @@ def _independent_rows(w: Array, rtol: float = 1e-6) -> Array:
 def theorem1_init(w: ArrayLike, v: ArrayLike, *, shape: tuple[int, int], eps: float,
                   b: ArrayLike | None = None,
                   activation: Callable[[Array], Array] = jax.nn.relu,
-                  ridge: float = 0.0) -> tuple[Array, Array, Array]:
+                  ridge: float = 0.0) -> InitPair:
     r"""Theorem 1 initialisation for :math:`f(x) = v^\top\sigma(Wx + b)`.
 
     :math:`W_d` is a set of independent rows of ``W`` (greedy, see below; the paper assumes
@@ -144,12 +173,18 @@ def theorem1_init(w: ArrayLike, v: ArrayLike, *, shape: tuple[int, int], eps: fl
       w: ``[h, d]``; v: ``[h]``; b: ``[h]`` or None; activation: elementwise :math:`\sigma`.
 
     Returns:
-      ``(x_* [d], r_* [d], value [])``. Cost ``O(h·d·min(h, d) + d^2)``.
+      :class:`InitPair` ``(x_* [d], r_* [d], value [])``. Cost ``O(h·d·min(h, d) + d^2)``.
     """
+    _check_shape(shape)
+    V.check_nonnegative_value(eps, "eps")
     fac = tv_factors(*shape, ridge=ridge)
-    w = jnp.asarray(w, jnp.float32)
-    v = jnp.asarray(v, jnp.float32)
-    b = jnp.zeros(w.shape[0], w.dtype) if b is None else jnp.asarray(b, jnp.float32)
+    w = _check_weights(w, "w")
+    v = _check_weights(v, "v")
+    V.check_rank(w, "w", 2)
+    V.check_rank(v, "v", 1)
+    if w.shape[1] != shape[0] * shape[1] or v.shape[0] != w.shape[0]:
+        raise ValueError(f"`w` must be [h, H*W] and `v` [h], got {w.shape} and {v.shape}.")
+    b = jnp.zeros(w.shape[0], w.dtype) if b is None else _check_weights(b, "b")
     mask = _independent_rows(w)
     ws = jnp.where(mask[:, None], w, 0.0)
     x0 = jnp.linalg.pinv(ws) @ mask.astype(w.dtype)
@@ -157,7 +192,7 @@ def theorem1_init(w: ArrayLike, v: ArrayLike, *, shape: tuple[int, int], eps: fl
     dsig = _act_grad(activation, w @ x + b)
     q = x * (w.T @ (v * dsig))
     r = _flow_step(q, fac.m_inv, eps)
-    return x, r, eps * jnp.linalg.norm(fac.m_inv @ q)
+    return InitPair(x, r, eps * jnp.linalg.norm(fac.m_inv @ q))
 
 
 def _act_grad(activation: Callable[[Array], Array], pre: Array) -> Array:
@@ -165,7 +200,7 @@ def _act_grad(activation: Callable[[Array], Array], pre: Array) -> Array:
 
 
 def _linear_iterate(vpair: Array, x: Array, r: Array, *, shape, eps, m_inv, num_points,
-                    x_steps) -> tuple[Array, Array]:
+                    x_steps, unroll=1) -> tuple[Array, Array]:
     """One outer iteration of Algorithm 2: sign update of x, then Eqn 14 for r."""
     zs = _midpoints(num_points, r.dtype)
 
@@ -177,14 +212,14 @@ def _linear_iterate(vpair: Array, x: Array, r: Array, *, shape, eps, m_inv, num_
         alpha = jax.grad(mid_obj)(xx)
         return jnp.where(alpha >= 0, 1.0, -1.0).astype(xx.dtype)
 
-    x = jax.lax.fori_loop(0, x_steps, x_body, x)
+    x = jax.lax.fori_loop(0, x_steps, x_body, x, unroll=unroll)
     dg = jax.vmap(lambda z: warp_jacobian_diag(x, z * r, shape=shape))(zs)
     h = jnp.sum(dg, axis=0) * vpair
     return x, _flow_step(h, m_inv, eps)
 
 
 def _hidden_iterate(w, b, vpair, activation, x, r, *, shape, eps, m_inv, num_points,
-                    x_steps) -> tuple[Array, Array]:
+                    x_steps, unroll=1) -> tuple[Array, Array]:
     """One outer iteration of Algorithm 1: alternating sign updates of x, then Eqn 8 for r."""
     zs = _midpoints(num_points, r.dtype)
 
@@ -201,14 +236,14 @@ def _hidden_iterate(w, b, vpair, activation, x, r, *, shape, eps, m_inv, num_poi
         alpha = jax.grad(mid_obj)(xx, jax.lax.stop_gradient(sig_grads(xx)))
         return jnp.where(alpha >= 0, 1.0, -1.0).astype(xx.dtype)
 
-    x = jax.lax.fori_loop(0, x_steps, x_body, x)
+    x = jax.lax.fori_loop(0, x_steps, x_body, x, unroll=unroll)
     dsig = sig_grads(x)
     dg = jax.vmap(lambda z: warp_jacobian_diag(x, z * r, shape=shape))(zs)
     h = jnp.sum(dg * ((dsig * vpair) @ w), axis=0)
     return x, _flow_step(h, m_inv, eps)
 
 
-def _run(score, init_pairs, iterate, v, label, *, steps, multiclass):
+def _run(score, init_pairs, iterate, v, label, *, steps, multiclass, unroll=1):
     """Shared driver: choose the initial pair, iterate, keep the best (exact) loss."""
     if multiclass:
         k = v.shape[0]
@@ -249,17 +284,36 @@ def _run(score, init_pairs, iterate, v, label, *, steps, multiclass):
         return (x, r, o, best), loss
 
     (_, _, _, best), hist = jax.lax.scan(body, (x, r, o0, (x, r, o0, loss0)), None,
-                                         length=steps)
+                                         length=steps, unroll=unroll)
     bx, br, bo, bl = best
     return LowerBoundResult(bx, br, bl, jnp.concatenate([loss0[None], hist]), val0, bo)
 
 
-def _check_label(v: Array, label, name="v") -> bool:
+def _check_label(v: Array, y, name="v") -> bool:
+    """``y`` is required (and checked to be an int scalar in ``[0, K)``) when ``v`` is
+    ``[K, ...]``; refused for a binary ``v``."""
     if v.ndim == 2:
-        if label is None:
-            raise ValueError(f"`label` is required when `{name}` has shape [K, ...].")
+        if y is None:
+            raise ValueError(f"`y` (the true class) is required when `{name}` has shape [K, ...].")
+        check_class(y, v.shape[0])
         return True
+    if y is not None:
+        raise ValueError(f"`y` is only used with K-class `{name}` [K, ...], got shape {v.shape}.")
     return False
+
+
+def check_class(y, num_classes: int, name: str = "y") -> None:
+    """An integer scalar class in ``[0, num_classes)`` (traced values in the checked mode)."""
+    if isinstance(y, bool) or jnp.ndim(y) != 0:
+        raise ValueError(f"`{name}` must be an integer scalar (one class), got {y!r}.")
+    if not jnp.issubdtype(jnp.result_type(y), jnp.integer):
+        raise ValueError(f"`{name}` must be an integer class, got dtype {jnp.result_type(y)}.")
+    if V.is_concrete(y):
+        if not 0 <= int(y) < num_classes:
+            raise ValueError(f"`{name}` must be in [0, {num_classes - 1}], got {int(y)}.")
+    else:
+        V.traced_check((y >= 0) & (y < num_classes),
+                       f"`{name}` must be in [0, {num_classes - 1}], got {{y}}.", y=y)
 
 
 def linear_lower_bound(
@@ -267,11 +321,12 @@ def linear_lower_bound(
     *,
     shape: tuple[int, int],
     eps: float,
-    label: int | ArrayLike | None = None,
+    y: int | ArrayLike | None = None,
     steps: int = 20,
     x_steps: int = 1,
     num_points: int = 8,
     ridge: float = 0.0,
+    unroll: int | bool = 1,
 ) -> LowerBoundResult:
     r"""Algorithm 2: lower-bound attack on a linear classifier :math:`f(x) = v^\top x`.
 
@@ -281,21 +336,23 @@ def linear_lower_bound(
     :math:`r \leftarrow \epsilon M^{-1}\pi_2(M^{-1}\sum_i \mathrm{D}g(r^{(i)}; x)\,v)` (Eqn 14).
 
     Args:
-      v: ``[d]`` weights (binary), or ``[K, d]`` class weights (appendix 6.6; needs ``label``).
+      v: ``[d]`` weights (binary), or ``[K, d]`` class weights (appendix 6.6; needs ``y``).
       shape: ``(H, W)`` with ``H·W = d``. eps: flow budget :math:`\|Mr\| \le \epsilon`.
-      label: class of the benign input (K-class only).
+      y: class of the benign input, an int in ``[0, K)`` (K-class only).
       steps: outer iterations; x_steps: sign updates per outer iteration (the x-subproblem
         with ``r`` fixed is solved exactly by one update for a linear ``f``);
       num_points: ``n`` of the midpoint rule; ridge: see :func:`robustjax.spatial.tv_factors`.
+      unroll: unroll factor of the outer ``lax.scan`` and the x-update loop (speed only).
 
     Returns:
       :class:`LowerBoundResult`. Cost ``O(d^3)`` once (init), then
       ``O(steps·(x_steps+1)·n·d + steps·d^2)``.
     """
-    _check_common(eps, steps, num_points, shape)
+    _check_common(eps, steps, num_points, shape, unroll)
     V.check_positive_int(x_steps, "x_steps")
-    v = jnp.asarray(v, jnp.float32)
-    multiclass = _check_label(v, label)
+    V.check_rank(v, "v", (1, 2))
+    v = _check_weights(v, "v")
+    multiclass = _check_label(v, y)
     d = shape[0] * shape[1]
     if v.shape[-1] != d:
         raise ValueError(f"`v` must have last dimension H*W = {d}, got {v.shape}.")
@@ -309,10 +366,11 @@ def linear_lower_bound(
 
     def iterate(vp, x, r):
         return _linear_iterate(vp, x, r, shape=shape, eps=eps, m_inv=m_inv,
-                               num_points=num_points, x_steps=x_steps)
+                               num_points=num_points, x_steps=x_steps, unroll=unroll)
 
-    lab = None if label is None else jnp.asarray(label, jnp.int32)
-    return _run(score, init_pairs, iterate, v, lab, steps=steps, multiclass=multiclass)
+    lab = None if y is None else jnp.asarray(y, jnp.int32)
+    return _run(score, init_pairs, iterate, v, lab, steps=steps, multiclass=multiclass,
+                unroll=unroll)
 
 
 def one_hidden_lower_bound(
@@ -322,12 +380,13 @@ def one_hidden_lower_bound(
     shape: tuple[int, int],
     eps: float,
     b: ArrayLike | None = None,
-    label: int | ArrayLike | None = None,
+    y: int | ArrayLike | None = None,
     activation: Callable[[Array], Array] = jax.nn.relu,
     steps: int = 20,
     x_steps: int = 3,
     num_points: int = 8,
     ridge: float = 0.0,
+    unroll: int | bool = 1,
 ) -> LowerBoundResult:
     r"""Algorithm 1: lower-bound attack on :math:`f(x) = v^\top\sigma(Wx + b)`.
 
@@ -340,27 +399,29 @@ def one_hidden_lower_bound(
 
     Args:
       w: ``[h, d]`` first-layer weights; v: ``[h]`` (binary) or ``[K, h]`` (K classes, needs
-        ``label``) second-layer weights; b: ``[h]`` hidden bias or None (the output bias
+        ``y``) second-layer weights; b: ``[h]`` hidden bias or None (the output bias
         cancels in :math:`\ell_{adv}`); activation: elementwise :math:`\sigma` (its derivative
         is taken with ``jax.grad``; ReLU: 0 at 0).
-      shape, eps, label, steps, x_steps, num_points, ridge: as in :func:`linear_lower_bound`.
+      shape, eps, y, steps, x_steps, num_points, ridge, unroll: as in
+        :func:`linear_lower_bound`.
 
     Returns:
       :class:`LowerBoundResult`. Cost ``O(d^3)`` once, then
       ``O(steps·(x_steps+1)·n·h·d + steps·d^2)``.
     """
-    _check_common(eps, steps, num_points, shape)
+    _check_common(eps, steps, num_points, shape, unroll)
     V.check_positive_int(x_steps, "x_steps")
     V.check_rank(w, "w", 2)
-    w = jnp.asarray(w, jnp.float32)
-    v = jnp.asarray(v, jnp.float32)
+    V.check_rank(v, "v", (1, 2))
+    w = _check_weights(w, "w")
+    v = _check_weights(v, "v")
     d = shape[0] * shape[1]
     if w.shape[1] != d:
         raise ValueError(f"`w` must have shape [h, H*W = {d}], got {w.shape}.")
     if v.shape[-1] != w.shape[0]:
         raise ValueError(f"`v` must have last dimension h = {w.shape[0]}, got {v.shape}.")
-    multiclass = _check_label(v, label)
-    b = jnp.zeros(w.shape[0], w.dtype) if b is None else jnp.asarray(b, jnp.float32)
+    multiclass = _check_label(v, y)
+    b = jnp.zeros(w.shape[0], w.dtype) if b is None else _check_weights(b, "b")
     m_inv = tv_factors(*shape, ridge=ridge).m_inv
 
     def score(vp, r, x):
@@ -372,7 +433,8 @@ def one_hidden_lower_bound(
 
     def iterate(vp, x, r):
         return _hidden_iterate(w, b, vp, activation, x, r, shape=shape, eps=eps, m_inv=m_inv,
-                               num_points=num_points, x_steps=x_steps)
+                               num_points=num_points, x_steps=x_steps, unroll=unroll)
 
-    lab = None if label is None else jnp.asarray(label, jnp.int32)
-    return _run(score, init_pairs, iterate, v, lab, steps=steps, multiclass=multiclass)
+    lab = None if y is None else jnp.asarray(y, jnp.int32)
+    return _run(score, init_pairs, iterate, v, lab, steps=steps, multiclass=multiclass,
+                unroll=unroll)

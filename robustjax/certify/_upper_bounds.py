@@ -35,7 +35,7 @@ dual bound (:func:`sdp_dual_bound`), valid for every ``c`` (weak duality).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +46,8 @@ from robustjax._src import validation as V
 from robustjax._src.types import Array, ArrayLike
 
 __all__ = [
+    "DualCertificate",
+    "SDPSolution",
     "frobenius_bound",
     "spectral_bound",
     "box_bound",
@@ -62,6 +64,40 @@ __all__ = [
 ]
 
 
+class SDPSolution(NamedTuple):
+    """Result of :func:`sdp_bound` / :func:`multiclass_sdp_bound` (host-side).
+
+    Attributes:
+      value: the SDP value (Python float).
+      info: a dict of solver details (see the function).
+    """
+
+    value: float
+    info: dict
+
+
+class DualCertificate(NamedTuple):
+    """Result of :func:`optimize_dual` / :func:`optimize_dual_bm`.
+
+    Attributes:
+      c: ``[n]`` dual multipliers (gradient-stopped).
+      bound: scalar :func:`sdp_dual_bound` at ``c``.
+    """
+
+    c: Array
+    bound: Array
+
+
+def _weights(a, name: str, rank=None) -> Array:
+    """A finite real weight array (NaN/inf raise naming ``name``)."""
+    if rank is not None:
+        V.check_rank(a, name, rank)
+    if not jnp.issubdtype(jnp.result_type(a), jnp.number):
+        raise ValueError(f"`{name}` must be a real array, got dtype {jnp.result_type(a)}.")
+    V.check_finite(a, name)
+    return jnp.asarray(a)
+
+
 def frobenius_bound(w: ArrayLike, v: ArrayLike, *, eps: float) -> Array:
     r"""Frobenius bound :math:`\epsilon\|W\|_F\|v\|_2` (appendix, "naive bounds"; Raghunathan
     et al. 2018's Fro-NN regulariser). Differentiable in ``w [h, d]``, ``v [h]``. Scalar.
@@ -72,8 +108,8 @@ def frobenius_bound(w: ArrayLike, v: ArrayLike, *, eps: float) -> Array:
     :func:`ellipsoid_bound` are. ``eps`` is in the paper's units. Always :math:`\ge`
     :func:`spectral_bound`. Cost ``O(h·d)``.
     """
-    V.check_nonnegative(eps, "eps")
-    return eps * jnp.linalg.norm(jnp.asarray(w)) * jnp.linalg.norm(jnp.asarray(v))
+    V.check_nonnegative_value(eps, "eps")
+    return eps * jnp.linalg.norm(_weights(w, "w")) * jnp.linalg.norm(_weights(v, "v"))
 
 
 def spectral_bound(w: ArrayLike, v: ArrayLike, *, eps: float) -> Array:
@@ -81,8 +117,9 @@ def spectral_bound(w: ArrayLike, v: ArrayLike, *, eps: float) -> Array:
     differentiable (through the top singular value). Same caveat as :func:`frobenius_bound`.
     Cost ``O(h·d·min(h, d))``.
     """
-    V.check_nonnegative(eps, "eps")
-    return eps * jnp.linalg.norm(jnp.asarray(w), ord=2) * jnp.linalg.norm(jnp.asarray(v))
+    V.check_nonnegative_value(eps, "eps")
+    return (eps * jnp.linalg.norm(_weights(w, "w", 2), ord=2)
+            * jnp.linalg.norm(_weights(v, "v")))
 
 
 def box_bound(w: ArrayLike, v: ArrayLike, lam: ArrayLike, *, eps: float, norm: str = "fro",
@@ -99,10 +136,12 @@ def box_bound(w: ArrayLike, v: ArrayLike, lam: ArrayLike, *, eps: float, norm: s
     :func:`robustjax.spatial.ellipsoid_radius`). ``w [h, d]``, ``v [h]``, ``lam [d]``; scalar.
     Cost ``O(h·d)`` (fro) or one SVD (spectral).
     """
-    V.check_nonnegative(eps, "eps")
+    V.check_nonnegative_value(eps, "eps")
+    V.check_nonnegative_value(jacobian_bound, "jacobian_bound")
     V.check_choice(norm, "norm", ("fro", "spectral"))
-    w = jnp.asarray(w)
-    wl = w * jnp.asarray(lam)[None, :]
+    w = _weights(w, "w", 2)
+    v = _weights(v, "v")
+    wl = w * _weights(lam, "lam", 1)[None, :]
     nw = jnp.linalg.norm(wl) if norm == "fro" else jnp.linalg.norm(wl, ord=2)
     return (jacobian_bound * eps * jnp.sqrt(w.shape[1]) * nw
             * jnp.linalg.norm(jnp.asarray(v)))
@@ -125,9 +164,12 @@ def ellipsoid_bound(w: ArrayLike, v: ArrayLike, radius: float, *, eps: float,
     zero-mean flows with :math:`\|Mr\| \le \epsilon` (library
     units). ``w [h, d]``, ``v [h]``; scalar. Cost ``O(h·d)`` (fro) or one SVD (spectral).
     """
-    V.check_nonnegative(eps, "eps")
+    V.check_nonnegative_value(eps, "eps")
+    V.check_nonnegative_value(jacobian_bound, "jacobian_bound")
+    V.check_nonnegative_value(radius, "radius")
     V.check_choice(norm, "norm", ("fro", "spectral"))
-    w = jnp.asarray(w)
+    w = _weights(w, "w", 2)
+    v = _weights(v, "v")
     nw = jnp.linalg.norm(w) if norm == "fro" else jnp.linalg.norm(w, ord=2)
     return jacobian_bound * eps * radius * nw * jnp.linalg.norm(jnp.asarray(v))
 
@@ -136,9 +178,9 @@ def linear_upper_bound(v: ArrayLike, lam: ArrayLike, *, eps: float,
                        jacobian_bound: float = 2.0) -> Array:
     r"""Exact bound for a linear classifier (Eqn 16): :math:`\kappa\epsilon\|v \odot \lambda\|_1`
     (:math:`\kappa = 2` in the paper). ``v, lam: [d]``; scalar. Cost ``O(d)``."""
-    V.check_nonnegative(eps, "eps")
-    V.check_nonnegative(jacobian_bound, "jacobian_bound")
-    return jacobian_bound * eps * jnp.sum(jnp.abs(jnp.asarray(v) * jnp.asarray(lam)))
+    V.check_nonnegative_value(eps, "eps")
+    V.check_nonnegative_value(jacobian_bound, "jacobian_bound")
+    return jacobian_bound * eps * jnp.sum(jnp.abs(_weights(v, "v") * _weights(lam, "lam")))
 
 
 def sdp_matrix(w: ArrayLike, v: ArrayLike, lam: ArrayLike) -> Array:
@@ -148,9 +190,13 @@ def sdp_matrix(w: ArrayLike, v: ArrayLike, lam: ArrayLike) -> Array:
     Args: w ``[h, d]``, v ``[h]``, lam ``[d]`` (from :func:`robustjax.spatial.aabb_radii`).
     Differentiable in all three. Cost ``O((h+d)^2)``.
     """
-    V.check_rank(w, "w", 2)
-    w = jnp.asarray(w)
-    a = jnp.asarray(v)[:, None] * w * jnp.asarray(lam)[None, :]
+    w = _weights(w, "w", 2)
+    v = _weights(v, "v", 1)
+    lam = _weights(lam, "lam", 1)
+    if v.shape[0] != w.shape[0] or lam.shape[0] != w.shape[1]:
+        raise ValueError(f"`v` must be [h] and `lam` [d] for `w` [h, d] = {w.shape}, got "
+                         f"{v.shape} and {lam.shape}.")
+    a = v[:, None] * w * lam[None, :]
     h, d = w.shape
     top = jnp.concatenate([jnp.zeros((h, h), a.dtype), a], axis=1)
     bot = jnp.concatenate([a.T, jnp.zeros((d, d), a.dtype)], axis=1)
@@ -164,13 +210,12 @@ def pairwise_sdp_matrices(w: ArrayLike, v: ArrayLike, lam: ArrayLike) -> Array:
 
     Returns: ``[K, K, h+d, h+d]`` (``P^{ii} = 0``). Cost ``O(K^2 (h+d)^2)`` memory.
     """
-    v = jnp.asarray(v)
-    V.check_rank(v, "v", 2)
+    v = _weights(v, "v", 2)
     diff = v[:, None, :] - v[None, :, :]
     return jax.vmap(jax.vmap(lambda dv: sdp_matrix(w, dv, lam)))(diff)
 
 
-def sdp_bound(p: ArrayLike, *, solver: str = "SCS", **solver_kwargs: Any) -> tuple[float, dict]:
+def sdp_bound(p: ArrayLike, *, solver: str = "SCS", **solver_kwargs: Any) -> SDPSolution:
     r"""Solve the SDP relaxation :math:`\max \mathrm{tr}(ZP)` s.t. :math:`\mathrm{diag}(Z) \le 1,
     Z \succeq 0` (Sec. 4.1) with cvxpy, on the host.
 
@@ -185,8 +230,8 @@ def sdp_bound(p: ArrayLike, *, solver: str = "SCS", **solver_kwargs: Any) -> tup
       **solver_kwargs: passed to ``problem.solve``.
 
     Returns:
-      ``(value, info)`` with ``info = {"status", "solver", "solve_time", "z" [n, n],
-      "dual" [n]}``; ``dual`` holds the multipliers ``c >= 0`` of ``diag(Z) <= 1``, so
+      :class:`SDPSolution` ``(value, info)`` with ``info = {"status", "solver", "solve_time",
+      "z" [n, n], "dual" [n]}``; ``dual`` holds the multipliers ``c >= 0`` of ``diag(Z) <= 1``, so
       :func:`sdp_dual_bound` ``(p, dual)`` is a certificate close to ``value``.
 
     Cost: one SDP with an ``n x n`` PSD variable (SCS: ``O(n^3)`` per iteration).
@@ -198,6 +243,7 @@ def sdp_bound(p: ArrayLike, *, solver: str = "SCS", **solver_kwargs: Any) -> tup
     pm = np.asarray(p, dtype=np.float64)
     if pm.ndim != 2 or pm.shape[0] != pm.shape[1]:
         raise ValueError(f"`p` must be a square matrix, got shape {pm.shape}.")
+    V.check_finite(pm, "p")
     pm = 0.5 * (pm + pm.T)
     n = pm.shape[0]
     z = cp.Variable((n, n), symmetric=True)
@@ -212,30 +258,38 @@ def sdp_bound(p: ArrayLike, *, solver: str = "SCS", **solver_kwargs: Any) -> tup
         "z": None if z.value is None else np.asarray(z.value),
         "dual": None if cons[1].dual_value is None else np.asarray(cons[1].dual_value),
     }
-    return float(prob.value), info
+    return SDPSolution(float(prob.value), info)
 
 
-def multiclass_sdp_bound(w: ArrayLike, v: ArrayLike, lam: ArrayLike, label: int, *,
-                         solver: str = "SCS", **solver_kwargs: Any) -> tuple[float, dict]:
+def multiclass_sdp_bound(w: ArrayLike, v: ArrayLike, lam: ArrayLike, y: int, *,
+                         solver: str = "SCS", **solver_kwargs: Any) -> SDPSolution:
     r"""Appendix 6.7: :math:`\max_{i \ne y} q^{iy}` with :math:`q^{iy} = \mathrm{SDP}(P^{iy})`
-    (class ``i`` "+" against the label ``y`` "-"). Host-side; ``K - 1`` SDPs.
+    (class ``i`` "+" against the true class ``y`` "-"). Host-side; ``K - 1`` SDPs.
 
-    Returns ``(value, info)`` with ``info["per_class"]`` the ``K`` values (``-inf`` at ``y``) and
-    ``info["argmax"]``.
+    Args: w ``[h, d]``, v ``[K, h]``, lam ``[d]``; y: the true class, an int in ``[0, K)``.
+
+    Returns :class:`SDPSolution` ``(value, info)`` with ``info["per_class"]`` the ``K`` values
+    (``-inf`` at ``y``) and ``info["argmax"]``.
     """
-    v = np.asarray(v)
+    for name, a in (("w", w), ("v", v), ("lam", lam), ("y", y)):
+        if isinstance(a, jax.core.Tracer):
+            raise ValueError(f"`{name}` must be concrete: multiclass_sdp_bound runs on the host "
+                             "(no jit).")
+    v = np.asarray(_weights(v, "v", 2))
     k = v.shape[0]
-    if not 0 <= int(label) < k:
-        raise ValueError(f"`label` must be in [0, {k - 1}], got {label}.")
+    from robustjax.certify._lower_bounds import check_class
+
+    check_class(y, k)
+    y = int(y)
     vals = np.full(k, -np.inf)
     infos = {}
     for i in range(k):
-        if i == int(label):
+        if i == y:
             continue
-        p = sdp_matrix(w, v[i] - v[int(label)], lam)
+        p = sdp_matrix(w, v[i] - v[y], lam)
         vals[i], infos[i] = sdp_bound(p, solver=solver, **solver_kwargs)
     best = int(np.argmax(vals))
-    return float(vals[best]), {"per_class": vals, "argmax": best, "infos": infos}
+    return SDPSolution(float(vals[best]), {"per_class": vals, "argmax": best, "infos": infos})
 
 
 def sdp_dual_bound(p: ArrayLike, c: ArrayLike, *, temperature: float = 0.0) -> Array:
@@ -257,8 +311,10 @@ def sdp_dual_bound(p: ArrayLike, c: ArrayLike, *, temperature: float = 0.0) -> A
     Returns: ``[...]``. Cost ``O(n^3)`` (one ``eigh``) per matrix.
     """
     V.check_nonnegative(temperature, "temperature")
-    p = jnp.asarray(p)
-    c = jnp.asarray(c)
+    p = _weights(p, "p")
+    c = _weights(c, "c")
+    if p.ndim < 2 or p.shape[-1] != p.shape[-2] or c.shape[-1:] != p.shape[-1:]:
+        raise ValueError(f"`p` must be [..., n, n] and `c` [..., n], got {p.shape} and {c.shape}.")
     n = p.shape[-1]
     eig = jnp.linalg.eigvalsh(p - c[..., :, None] * jnp.eye(n, dtype=p.dtype))
     if temperature > 0:
@@ -273,7 +329,9 @@ def dual_init(p: ArrayLike) -> Array:
     Gershgorin row sums ``c_i = Σ_j |P_ij|`` (bound ``Σ_ij |P_ij|``), per matrix. (The paper's
     ``c = diag(P)`` is zero for the block matrix of Sec. 4.1.) ``[..., n, n] -> [..., n]``.
     """
-    p = jnp.asarray(p)
+    p = _weights(p, "p")
+    if p.ndim < 2 or p.shape[-1] != p.shape[-2]:
+        raise ValueError(f"`p` must be [..., n, n], got {p.shape}.")
     n = p.shape[-1]
     lmax = jnp.maximum(jnp.linalg.eigvalsh(p)[..., -1], 0.0)
     c1 = jnp.broadcast_to(lmax[..., None], p.shape[:-1])
@@ -283,7 +341,8 @@ def dual_init(p: ArrayLike) -> Array:
 
 
 def optimize_dual(p: ArrayLike, c0: ArrayLike | None = None, *, steps: int = 200,
-                  learning_rate: float = 0.05, temperature: float = 0.0) -> tuple[Array, Array]:
+                  learning_rate: float = 0.05, temperature: float = 0.0,
+                  unroll: int | bool = 1) -> DualCertificate:
     r"""Minimise :func:`sdp_dual_bound` over ``c`` by Adam (cosine-decayed step), from
     :func:`dual_init` unless ``c0`` is given; keeps the best iterate.
 
@@ -294,14 +353,15 @@ def optimize_dual(p: ArrayLike, c0: ArrayLike | None = None, *, steps: int = 200
 
     Args:
       p: ``[n, n]`` (``vmap`` for stacks); c0: ``[n]`` or None; steps: Adam steps.
+      unroll: unroll factor of the ``lax.scan`` (speed only).
 
     Returns:
-      ``(c [n], bound [])``. Cost ``O(steps·n^3)``.
+      :class:`DualCertificate` ``(c [n], bound [])``. Cost ``O(steps·n^3)``.
     """
     V.check_positive_int(steps, "steps")
     V.check_positive(learning_rate, "learning_rate")
-    p = jax.lax.stop_gradient(jnp.asarray(p))
-    c0 = dual_init(p) if c0 is None else jnp.asarray(c0, p.dtype)
+    p = jax.lax.stop_gradient(_weights(p, "p", 2))
+    c0 = dual_init(p) if c0 is None else _weights(c0, "c0", 1).astype(p.dtype)
     scale = jnp.maximum(jnp.max(jnp.abs(c0)), 1e-12)
     opt = optax.adam(optax.cosine_decay_schedule(learning_rate, steps))
     fn = lambda cc: sdp_dual_bound(p, cc * scale, temperature=temperature)  # noqa: E731
@@ -317,15 +377,15 @@ def optimize_dual(p: ArrayLike, c0: ArrayLike | None = None, *, steps: int = 200
 
     u0 = c0 / scale
     carry = (u0, opt.init(u0), u0, jnp.asarray(jnp.inf, p.dtype))
-    (u, _, best_u, best_v), _ = jax.lax.scan(body, carry, None, length=steps)
+    (u, _, best_u, best_v), _ = jax.lax.scan(body, carry, None, length=steps, unroll=unroll)
     last = fn(u)
     best_u = jnp.where(last < best_v, u, best_u)
     best_v = jnp.minimum(last, best_v)
-    return jax.lax.stop_gradient(best_u * scale), jax.lax.stop_gradient(best_v)
+    return DualCertificate(jax.lax.stop_gradient(best_u * scale), jax.lax.stop_gradient(best_v))
 
 
 def optimize_dual_bm(p: ArrayLike, key: Array, *, split: int | None = None, rank: int = 16,
-                     steps: int = 200) -> tuple[Array, Array]:
+                     steps: int = 200, unroll: int | bool = 1) -> DualCertificate:
     r"""Dual point for :func:`sdp_dual_bound` from a low-rank (Burer-Monteiro) primal solution.
 
     Solves the primal :math:`\max \mathrm{tr}(ZP)`, :math:`\mathrm{diag}(Z) \le 1`,
@@ -364,9 +424,10 @@ def optimize_dual_bm(p: ArrayLike, key: Array, *, split: int | None = None, rank
       split: ``h`` for the block matrix of :func:`sdp_matrix` (``P[:h, :h] = P[h:, h:] = 0``),
         or None for a general ``P``.
       rank: columns ``k`` of ``V``. steps: ascent steps.
+      unroll: unroll factor of the ascent ``lax.fori_loop`` (speed only).
 
     Returns:
-      ``(c [n], bound [])`` under ``stop_gradient`` (Danskin: differentiate
+      :class:`DualCertificate` ``(c [n], bound [])`` under ``stop_gradient`` (Danskin: differentiate
       :func:`sdp_dual_bound` ``(p, c)`` for the gradient w.r.t. ``p``).
 
     Cost: ``O(steps·h·d·k)`` plus ``O(h²d)`` Cholesky tests (``split = h``);
@@ -375,8 +436,7 @@ def optimize_dual_bm(p: ArrayLike, key: Array, *, split: int | None = None, rank
     V.check_key(key, "key")
     V.check_positive_int(rank, "rank")
     V.check_positive_int(steps, "steps")
-    p = jax.lax.stop_gradient(jnp.asarray(p))
-    V.check_rank(p, "p", 2)
+    p = jax.lax.stop_gradient(_weights(p, "p", 2))
     n = p.shape[-1]
     if split is not None:
         split = int(split)
@@ -394,17 +454,18 @@ def optimize_dual_bm(p: ArrayLike, key: Array, *, split: int | None = None, rank
         def body(_, t):
             return rownorm(a.T @ rownorm(a @ t))
 
-        t = jax.lax.fori_loop(0, steps, body, v0[split:])
+        t = jax.lax.fori_loop(0, steps, body, v0[split:], unroll=unroll)
         vv = jnp.concatenate([rownorm(a @ t), t])
     else:
         sigma = jnp.max(jnp.sum(jnp.abs(p), axis=1))
-        vv = jax.lax.fori_loop(0, steps, lambda _, z: rownorm(p @ z + sigma * z), v0)
+        vv = jax.lax.fori_loop(0, steps, lambda _, z: rownorm(p @ z + sigma * z), v0,
+                               unroll=unroll)
     c = jnp.linalg.norm(p @ vv, axis=1)
     if split is None:
         bound = sdp_dual_bound(p, c)
-        return jax.lax.stop_gradient(c), jax.lax.stop_gradient(bound)
+        return DualCertificate(jax.lax.stop_gradient(c), jax.lax.stop_gradient(bound))
     c, bound = _schur_certificate(p[:split, split:], c[:split], c[split:])
-    return jax.lax.stop_gradient(c), jax.lax.stop_gradient(bound)
+    return DualCertificate(jax.lax.stop_gradient(c), jax.lax.stop_gradient(bound))
 
 
 def _schur_certificate(a: Array, cs: Array, ct: Array, *, num_shifts: int = 8,

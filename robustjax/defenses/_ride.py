@@ -96,7 +96,7 @@ class RideConfig(NamedTuple):
     """Hyperparameters of the self-supervised defenders (defaults: the paper's, Alg. 2 and §5).
 
     Attributes:
-      num_steps: ``K``, optimizer steps per checkpoint (2000).
+      steps: ``K``, optimizer steps per checkpoint (2000).
       num_checkpoints: ``T``, number of checkpoints (5); total steps ``K·T``.
       alpha: ``α``, convex interpolation weight of the old target, Eq. 9 (0.9). Only I-DIP and
         RIDE use it; DIP and DAE keep the target fixed (``α = 1``).
@@ -125,9 +125,10 @@ class RideConfig(NamedTuple):
         all its networks (8; ``None`` vectorizes the whole batch at once). On CPU a chunk's
         working set then stays in cache; measured on 2 cores with the MNIST FCN, chunks of 8
         ran ~2× faster per image than one 64-image program (experiments/benchmarks/ride.py).
+      unroll: execution only: unroll factor of the ``K``-step ``lax.scan`` (1).
     """
 
-    num_steps: int = 2000
+    steps: int = 2000
     num_checkpoints: int = 5
     alpha: float = 0.9
     sigma: float = SIGMA_PIXEL_UNITS
@@ -140,6 +141,7 @@ class RideConfig(NamedTuple):
     dropout_at_eval: bool = True
     dip_noise_scale: float = 0.1
     chunk_size: int | None = 8
+    unroll: int | bool = 1
 
 
 #: Per-dataset configurations. The paper fixes the same hyperparameters for every dataset
@@ -156,7 +158,7 @@ RIDE_CONFIGS = {
     "imagenet": RideConfig(),
     "literal_sigma": RideConfig(sigma=PAPER_SIGMA_NORMALIZED),
     "small": RideConfig(
-        num_steps=50, num_checkpoints=4, learning_rate=1e-2, sigma=0.2, mask_ratio=0.5
+        steps=50, num_checkpoints=4, learning_rate=1e-2, sigma=0.2, mask_ratio=0.5
     ),
 }
 
@@ -171,8 +173,8 @@ def ride_label(config: "RideConfig", name: str = "RIDE") -> str:
     paper = RideConfig()
     lr, sig = f"lr={config.learning_rate:g}", f"σ={config.sigma:g}"
     extra = [] if config.mask_ratio == paper.mask_ratio else [f"p={config.mask_ratio:g}"]
-    if (config.num_steps, config.num_checkpoints) != (paper.num_steps, paper.num_checkpoints):
-        parts = [f"K={config.num_steps}", f"T={config.num_checkpoints}", lr, sig] + extra
+    if (config.steps, config.num_checkpoints) != (paper.steps, paper.num_checkpoints):
+        parts = [f"K={config.steps}", f"T={config.num_checkpoints}", lr, sig] + extra
         return f"{name}-small ({', '.join(parts)})"
     diff = [lr] if config.learning_rate != paper.learning_rate else []
     diff += [sig] if config.sigma != paper.sigma else []
@@ -200,7 +202,7 @@ class DefenseTrace(NamedTuple):
 def _check_config(config: RideConfig) -> None:
     if not isinstance(config, RideConfig):
         raise ValueError(f"`config` must be a RideConfig, got {type(config).__name__}.")
-    V.check_positive_int(config.num_steps, "config.num_steps")
+    V.check_positive_int(config.steps, "config.steps")
     V.check_positive_int(config.num_checkpoints, "config.num_checkpoints")
     V.check_probability(config.alpha, "config.alpha")
     V.check_nonnegative(config.sigma, "config.sigma")
@@ -213,6 +215,13 @@ def _check_config(config: RideConfig) -> None:
     V.check_nonnegative(config.dip_noise_scale, "config.dip_noise_scale")
     if config.chunk_size is not None:
         V.check_positive_int(config.chunk_size, "config.chunk_size")
+    if not isinstance(config.unroll, bool):
+        V.check_positive_int(config.unroll, "config.unroll")
+
+
+def _check_net(net) -> None:
+    if not isinstance(net, ReconstructionNet):
+        raise ValueError(f"`net` must be a ReconstructionNet, got {type(net).__name__}.")
 
 
 def random_loss_mask(key: PRNGKey, shape: tuple[int, int], *, ratio: float) -> Array:
@@ -229,7 +238,12 @@ def random_loss_mask(key: PRNGKey, shape: tuple[int, int], *, ratio: float) -> A
     Returns:
       ``bool [H, W]``, ``True`` where the pixel enters the loss. Cost ``O(H·W·log(H·W))``.
     """
+    V.check_key(key)
     V.check_probability(ratio, "ratio")
+    if not (isinstance(shape, tuple) and len(shape) == 2):
+        raise ValueError(f"`shape` must be a tuple (H, W), got {shape!r}.")
+    V.check_positive_int(shape[0], "shape[0]")
+    V.check_positive_int(shape[1], "shape[1]")
     h, w = shape
     total = h * w
     num_excluded = min(int(round(ratio * total)), total - 1)
@@ -238,7 +252,7 @@ def random_loss_mask(key: PRNGKey, shape: tuple[int, int], *, ratio: float) -> A
 
 
 def ride_interpolate(
-    target: ArrayLike, estimate: ArrayLike, *, alpha: float, nms: bool = True
+    x: ArrayLike, estimate: ArrayLike, *, alpha: float, nms: bool = True
 ) -> Array:
     r"""The RIDE target update (Eq. 9) with optional non-maximum suppression, for ONE image.
 
@@ -254,8 +268,8 @@ def ride_interpolate(
     substituted. With ``nms=False`` it is plain Eq. 9.
 
     Args:
-      target: current target :math:`x^{(t-1)}`, ``[H, W, C]``.
-      estimate: reconstruction :math:`x_{est}^{(t)}`, ``[H, W, C]``.
+      x: the current target :math:`x^{(t-1)}`, ONE image ``[H, W, C]`` (finite).
+      estimate: reconstruction :math:`x_{est}^{(t)}`, ``[H, W, C]`` (finite).
       alpha: interpolation weight α of the old target.
       nms: apply non-maximum suppression.
 
@@ -263,9 +277,12 @@ def ride_interpolate(
       New target :math:`x^{(t)}`, ``[H, W, C]``. Cost ``O(H·W·C + H·W log(H·W))``.
     """
     V.check_probability(alpha, "alpha")
-    V.check_rank(target, "target", 3)
-    V.check_rank(estimate, "estimate", 3)
-    target, estimate = jnp.asarray(target), jnp.asarray(estimate)
+    V.check_images(x, "x", rank=3, box=None)
+    V.check_images(estimate, "estimate", rank=3, box=None)
+    if jnp.shape(x) != jnp.shape(estimate):
+        raise ValueError(f"`estimate` must have the shape of `x` {jnp.shape(x)}, got "
+                         f"{jnp.shape(estimate)}.")
+    target, estimate = jnp.asarray(x), jnp.asarray(estimate)
     mixed = alpha * target + (1.0 - alpha) * estimate
     if not nms:
         return mixed
@@ -315,7 +332,7 @@ def self_supervised_single(
     Args:
       net: the reconstruction network, :class:`ReconstructionNet`.
       key: PRNG key.
-      x: ONE input image ``[H, W, C]``.
+      x: ONE input image ``[H, W, C]`` (channels last) in ``[0, 1]``.
       method: one of ``"dip"``, ``"dae"``, ``"idip"``, ``"ride"``.
       config: :class:`RideConfig` (static).
 
@@ -329,10 +346,11 @@ def self_supervised_single(
     V.check_choice(method, "method", RIDE_METHODS)
     _check_config(config)
     V.check_key(key)
-    V.check_images(x, "x", rank=3, box=None)
+    _check_net(net)
+    V.check_images(x, "x", rank=3)
     x = jnp.asarray(x, jnp.float32)
     n = config.batch_size
-    k_steps = config.num_steps
+    k_steps = config.steps
     noisy_input = method in ("dae", "ride")
     iterative = method in ("idip", "ride")
     alpha = config.alpha if iterative else 1.0
@@ -382,7 +400,7 @@ def self_supervised_single(
             updates, s = opt.update(grads, s, p)
             return (optax.apply_updates(p, updates), s), loss
 
-        (p, s), losses = jax.lax.scan(step, (p, s), jnp.arange(k_steps))
+        (p, s), losses = jax.lax.scan(step, (p, s), jnp.arange(k_steps), unroll=config.unroll)
         x_est = estimate(p, target, (t + 1) * k_steps)
         if iterative:
             target = ride_interpolate(target, x_est, alpha=alpha, nms=config.nms)
@@ -415,7 +433,8 @@ def self_supervised_trace(
     V.check_choice(method, "method", RIDE_METHODS)
     _check_config(config)
     V.check_key(key)
-    V.check_images(x, "x", box=None)
+    _check_net(net)
+    V.check_images(x, "x")
     x = jnp.asarray(x, jnp.float32)
     keys = jax.random.split(key, x.shape[0])
 
@@ -444,7 +463,7 @@ def _defender(method: str, paper: str):
     Args:
       net: :class:`ReconstructionNet`.
       key: PRNG key.
-      x: images ``[N, H, W, C]``.
+      x: images ``[N, H, W, C]`` (NHWC) in ``[0, 1]``.
       config: :class:`RideConfig` (static); defaults to the paper's.
 
     Returns:

@@ -128,6 +128,9 @@ def flow_loss(flow: ArrayLike, *, form: str = "paper", smoothing: float = 0.0) -
     flow = jnp.asarray(flow)
     if flow.shape[-1] != 2:
         raise ValueError(f"`flow` must have shape [N, H, W, 2], got {flow.shape}.")
+    if not jnp.issubdtype(flow.dtype, jnp.floating):
+        raise ValueError(f"`flow` must have a floating dtype, got {flow.dtype}.")
+    V.check_finite(flow, "flow")
     if smoothing > 0:
         root = lambda s: jnp.sqrt(s + smoothing**2) - smoothing  # noqa: E731
     else:

@@ -27,6 +27,7 @@ def _check_flow(x: Array, flow: Array) -> None:
         )
     if not jnp.issubdtype(flow.dtype, jnp.floating):
         raise ValueError(f"`flow` must have a floating dtype, got {flow.dtype}.")
+    V.check_finite(flow, "flow")
 
 
 def _warp_flat(x: Array, flow: Array) -> Array:
@@ -60,7 +61,9 @@ def _warp_flat(x: Array, flow: Array) -> Array:
     return (top + a * (bot - top)).reshape(n, h, w, c)
 
 
-def warp(x: ArrayLike, flow: ArrayLike) -> Array:
+def warp(
+    x: ArrayLike, flow: ArrayLike, *, box: tuple[float, float] | None = (0.0, 1.0)
+) -> Array:
     r"""Warp images by a per-pixel flow field with bilinear interpolation (Eqn 1).
 
     .. math::
@@ -80,9 +83,10 @@ def warp(x: ArrayLike, flow: ArrayLike) -> Array:
     an element of the Clarke sub-differential.
 
     Args:
-      x: images ``[N, H, W, C]`` (any real values; not range-checked).
-      flow: ``[N, H, W, 2]`` displacements in pixels, ``flow[..., 0]`` horizontal (columns),
-        ``flow[..., 1]`` vertical (rows).
+      x: images ``[N, H, W, C]`` (NHWC) in ``box``.
+      flow: ``[N, H, W, 2]`` finite displacements in pixels, ``flow[..., 0]`` horizontal
+        (columns), ``flow[..., 1]`` vertical (rows).
+      box: the value range of ``x`` (checked; ``None`` for any finite values).
 
     Returns:
       Warped images ``[N, H, W, C]``, same dtype as ``x``.
@@ -97,7 +101,9 @@ def warp(x: ArrayLike, flow: ArrayLike) -> Array:
       Xiao et al., *Spatially Transformed Adversarial Examples*, ICLR 2018, Eqn 1;
       *Provable defenses against spatially transformed adversarial inputs*, Eqn 1.
     """
-    V.check_images(x, "x", box=None)
+    if box is not None and not (isinstance(box, (tuple, list)) and len(box) == 2):
+        raise ValueError(f"`box` must be a pair (lo, hi) or None, got {box!r}.")
+    V.check_images(x, "x", box=box)
     x = jnp.asarray(x)
     flow = jnp.asarray(flow)
     _check_flow(x, flow)

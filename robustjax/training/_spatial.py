@@ -278,19 +278,22 @@ def init_sdp_dual(params: PyTree, lam: Array, *, steps: int = 50,
     return {**params, DUAL_KEY: c}
 
 
-def sdp_regularizer(params: PyTree, labels: Array, lam: Array, *, eps: float,
+def sdp_regularizer(params: PyTree, y: Array, lam: Array, *, eps: float,
                     jacobian_bound: float = 2.0, temperature: float = 0.0,
                     prefix: Sequence[str] = (), lmax_iters: int = 0) -> Array:
     r"""Per-example certified bound :math:`\tfrac{\kappa}{2}\epsilon\max_{i\ne y} q^{iy}`,
     ``[N]`` (appendix 6.7; :math:`\kappa` = ``jacobian_bound``, 2 in the paper; see
-    :mod:`robustjax.certify`). Needs ``params[DUAL_KEY]`` (:func:`init_sdp_dual`).
-    Differentiable in the weights and the dual variables."""
+    :mod:`robustjax.certify`). ``y``: int labels ``[N]`` in ``[0, K)``. Needs
+    ``params[DUAL_KEY]`` (:func:`init_sdp_dual`). Differentiable in the weights and the dual
+    variables."""
     w, _, v = mlp_weights(params, prefix=prefix)
+    k = v.shape[0]
+    V.check_labels(y, "y", num_classes=k)
+    V.check_nonnegative_value(eps, "eps")
     q = pairwise_dual_bounds(w, v, lam, params[DUAL_KEY], temperature=temperature,
                              lmax_iters=lmax_iters)
-    k = v.shape[0]
-    qy = q[:, labels].T  # [N, K]: q^{i y_n}
-    qy = jnp.where(jax.nn.one_hot(labels, k, dtype=bool), -jnp.inf, qy)
+    qy = q[:, y].T  # [N, K]: q^{i y_n}
+    qy = jnp.where(jax.nn.one_hot(y, k, dtype=bool), -jnp.inf, qy)
     return 0.5 * jacobian_bound * eps * jnp.max(qy, axis=-1)
 
 

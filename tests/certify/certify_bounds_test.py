@@ -167,7 +167,7 @@ def test_multiclass_lower_bounds_and_pairwise_sdp():
     np.testing.assert_allclose(ps[2, 2], 0.0)
     label = 1
     res = jax.jit(functools.partial(C.one_hidden_lower_bound, shape=(H, W), eps=EPS,
-                                    label=label, steps=4))(w, vk)
+                                    y=label, steps=4))(w, vk)
     other = int(res.other)
     assert other != label and 0 <= other < k
     f = _f_hidden(w, vk[other] - vk[label])
@@ -184,10 +184,10 @@ def test_multiclass_lower_bounds_and_pairwise_sdp():
     assert float(duals[other, label]) >= info["per_class"][other] - 1e-4
     # linear K-class variant
     vl = jax.random.normal(jax.random.key(7), (k, D))
-    rl = jax.jit(functools.partial(C.linear_lower_bound, shape=(H, W), eps=EPS, label=0,
+    rl = jax.jit(functools.partial(C.linear_lower_bound, shape=(H, W), eps=EPS, y=0,
                                    steps=4))(vl)
     assert int(rl.other) in (1, 2) and float(rl.loss) > 0
-    with pytest.raises(ValueError, match="label"):
+    with pytest.raises(ValueError, match="`y`"):
         C.linear_lower_bound(vl, shape=(H, W), eps=EPS)
 
 

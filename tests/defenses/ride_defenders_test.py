@@ -24,7 +24,7 @@ from robustjax.models._ride import make_reconstruction_net
 from robustjax.models._ride import ride_fcn
 
 TINY = make_reconstruction_net(ride_fcn("tiny"))
-SMALL = RideConfig(num_steps=3, num_checkpoints=3, learning_rate=1e-2, mask_ratio=0.5)
+SMALL = RideConfig(steps=3, num_checkpoints=3, learning_rate=1e-2, mask_ratio=0.5)
 
 
 def _imgs(n=3, h=6, w=6, c=1, seed=0):
@@ -48,7 +48,7 @@ def _pixel_net():
 def test_paper_defaults():
     cfg = RideConfig()
     # sigma: the paper's 0.5 on ImageNet-normalized inputs, in [0, 1] pixel units.
-    assert (cfg.num_steps, cfg.num_checkpoints, cfg.alpha, cfg.sigma, cfg.batch_size) == (
+    assert (cfg.steps, cfg.num_checkpoints, cfg.alpha, cfg.sigma, cfg.batch_size) == (
         2000, 5, 0.9, SIGMA_PIXEL_UNITS, 1)
     assert (cfg.learning_rate, cfg.weight_decay, cfg.mask_ratio) == (1e-4, 1e-4, 0.9)
     assert cfg.nms and cfg.dropout_at_eval and not cfg.decoupled_weight_decay
@@ -72,7 +72,7 @@ def test_sigma_units_both_readings():
 
 def test_ride_label_marks_every_deviation():
     assert ride_label(RideConfig()) == "RIDE"
-    small = RideConfig(num_steps=50, num_checkpoints=4, learning_rate=1e-2, sigma=0.2)
+    small = RideConfig(steps=50, num_checkpoints=4, learning_rate=1e-2, sigma=0.2)
     assert ride_label(small) == "RIDE-small (K=50, T=4, lr=0.01, σ=0.2)"
     assert ride_label(small._replace(mask_ratio=0.5)).endswith(", p=0.5)")
     assert ride_label(RideConfig(sigma=0.5)) == "RIDE (σ=0.5)"
@@ -91,7 +91,7 @@ def test_ride_alpha_one_reduces_to_dae():
     keys = jax.random.split(jax.random.key(0), 2)
     ride1 = _single("ride", SMALL._replace(alpha=1.0, nms=False))
     dae_ = _single("dae", SMALL)
-    dae9 = _single("dae", SMALL._replace(num_steps=9, num_checkpoints=1))
+    dae9 = _single("dae", SMALL._replace(steps=9, num_checkpoints=1))
     ride_ = _single("ride", SMALL)
     for k, v in zip(keys, x):
         d = np.asarray(dae_(k, v))
@@ -176,8 +176,8 @@ def test_random_loss_mask_excludes_exact_fraction(ratio):
 def test_masked_loss_updates_only_unmasked_pixels():
     # With h(z; u) = u, one DIP step of Adam (no weight decay) moves exactly the pixels that
     # entered the loss, all channels of a pixel together.
-    x = _imgs(n=1, h=6, w=5, c=3, seed=5)[0] + 0.1
-    cfg = RideConfig(num_steps=1, num_checkpoints=1, learning_rate=1e-2, weight_decay=0.0,
+    x = 0.9 * _imgs(n=1, h=6, w=5, c=3, seed=5)[0] + 0.1  # in [0.1, 1]: every pixel nonzero
+    cfg = RideConfig(steps=1, num_checkpoints=1, learning_rate=1e-2, weight_decay=0.0,
                      mask_ratio=0.6)
     tr = self_supervised_single(_pixel_net(), jax.random.key(6), x, method="dip", config=cfg)
     moved = np.abs(np.asarray(tr.estimate)) > 1e-6
@@ -196,7 +196,7 @@ def test_weight_decay_modes():
     # Coupled (Adam + L2 in the gradient, the paper's PyTorch Adam) and decoupled (AdamW)
     # weight decay are different optimizers: with a large decay their outputs differ.
     x = _imgs(n=1, seed=7)[0]
-    cfg = RideConfig(num_steps=5, num_checkpoints=1, learning_rate=1e-2, weight_decay=0.5,
+    cfg = RideConfig(steps=5, num_checkpoints=1, learning_rate=1e-2, weight_decay=0.5,
                      mask_ratio=0.0)
     a = self_supervised_single(TINY, jax.random.key(8), x, method="dae", config=cfg)
     b = self_supervised_single(TINY, jax.random.key(8), x, method="dae",
@@ -208,7 +208,7 @@ def test_weight_decay_modes():
 def test_reconstruction_loss_decreases(method):
     x = np.full((8, 8, 1), 0.25, np.float32)
     x[2:6, 3:5] = 0.75
-    cfg = RideConfig(num_steps=40, num_checkpoints=2, learning_rate=1e-2, sigma=0.1,
+    cfg = RideConfig(steps=40, num_checkpoints=2, learning_rate=1e-2, sigma=0.1,
                      mask_ratio=0.0, dropout_at_eval=False)
     net = make_reconstruction_net(ride_fcn("mnist", dropout=False))
     tr = jax.jit(lambda k, v: self_supervised_single(net, k, v, method=method, config=cfg))(
@@ -227,8 +227,8 @@ def test_rejects_bad_arguments():
         ride(TINY, jax.random.key(0), x, config=SMALL._replace(alpha=1.5))
     with pytest.raises(ValueError, match="mask_ratio"):
         ride(TINY, jax.random.key(0), x, config=SMALL._replace(mask_ratio=1.0))
-    with pytest.raises(ValueError, match="num_steps"):
-        ride(TINY, jax.random.key(0), x, config=SMALL._replace(num_steps=0))
+    with pytest.raises(ValueError, match="steps"):
+        ride(TINY, jax.random.key(0), x, config=SMALL._replace(steps=0))
     with pytest.raises(ValueError, match="x"):
         ride(TINY, jax.random.key(0), x[0], config=SMALL)
     with pytest.raises(ValueError, match="key"):

@@ -61,7 +61,7 @@ def test_input_and_target_are_independent_noisy_draws(method):
     # Identity probe: loss = mean over pixels of (z - s)^2 = sigma^2 (e1 - e2)^2.
     # Independent draws: E = 2 sigma^2 (s = z would give 0; one noiseless side sigma^2).
     k, t = 100, 2
-    cfg = RideConfig(num_steps=k, num_checkpoints=t, sigma=SIGMA, mask_ratio=0.0,
+    cfg = RideConfig(steps=k, num_checkpoints=t, sigma=SIGMA, mask_ratio=0.0,
                      batch_size=1, learning_rate=1e-3)
     _, tr = _run(_probe(1.0), cfg, method=method)
     losses = np.asarray(tr.losses).reshape(-1)
@@ -77,7 +77,7 @@ def test_input_and_target_are_independent_noisy_draws(method):
 def test_masked_loss_keeps_the_two_sigma_squared_expectation():
     # The loss masks only choose which pixels enter the mean; the expectation is unchanged.
     k = 200
-    cfg = RideConfig(num_steps=k, num_checkpoints=1, sigma=SIGMA, mask_ratio=0.5,
+    cfg = RideConfig(steps=k, num_checkpoints=1, sigma=SIGMA, mask_ratio=0.5,
                      learning_rate=1e-3)
     _, tr = _run(_probe(1.0), cfg, method="dae")
     kept = H * W - round(0.5 * H * W)
@@ -92,7 +92,7 @@ def test_training_follows_the_moving_target():
     # mean(x^(t-1)^2) + sigma^2. Training on the fixed input x~ would give mean(x~^2) + sigma^2
     # at every checkpoint.
     k, t = 150, 4
-    cfg = RideConfig(num_steps=k, num_checkpoints=t, sigma=SIGMA, mask_ratio=0.0, alpha=0.7,
+    cfg = RideConfig(steps=k, num_checkpoints=t, sigma=SIGMA, mask_ratio=0.0, alpha=0.7,
                      nms=False, learning_rate=1e-3)
     x, tr = _run(_probe(0.0), cfg, method="ride")
     targets = np.concatenate([x[None], np.asarray(tr.targets)], axis=0)  # x^(0..T)
@@ -122,7 +122,7 @@ def test_estimate_is_formed_with_noise_around_the_current_target(n):
     # estimate would have deviation 0; one formed around x~ instead of the moved target would
     # be off by (x~ - x^(t-1)) / 2 (alpha = 1/2 moves the target by a quarter per checkpoint).
     t = 3
-    cfg = RideConfig(num_steps=2, num_checkpoints=t, sigma=SIGMA, mask_ratio=0.0, alpha=0.5,
+    cfg = RideConfig(steps=2, num_checkpoints=t, sigma=SIGMA, mask_ratio=0.0, alpha=0.5,
                      batch_size=n, nms=False, learning_rate=1e-3)
     x = np.full((24, 24, 1), 0.5, np.float32)
     x[6:18, 8:14] = 1.0

@@ -50,7 +50,7 @@ def test_jacobian_diag_matches_finite_differences_and_is_linear_in_x():
     np.testing.assert_allclose(dg, fd, atol=2e-3)  # r_i moves only pixel i
     x2 = jax.random.uniform(jax.random.key(4), (D,))
     np.testing.assert_allclose(
-        S.warp_jacobian_diag(2 * x - 3 * x2, r, shape=(H, W)),
+        S.warp_jacobian_diag(2 * x - 3 * x2, r, shape=(H, W), box=None),
         2 * dg - 3 * np.asarray(S.warp_jacobian_diag(x2, r, shape=(H, W))), atol=1e-5)
 
 

@@ -43,7 +43,7 @@ def main():
     test = data.load_dataset(cfg.dataset, "test", limit=max(args.n_small, args.n_paper))
     model = exp._classifier(cfg)
     state, _ = training.fit(model, training.standard_objective(), train, key=k_train,
-                            num_epochs=cfg.epochs, batch_size=cfg.batch_size,
+                            epochs=cfg.epochs, batch_size=cfg.batch_size,
                             optimizer=cfg.optimizer, learning_rate=cfg.learning_rate,
                             schedule=cfg.schedule, weight_decay=cfg.weight_decay,
                             workdir=os.path.join(args.workdir, "classifier"), progress=False)
@@ -52,8 +52,8 @@ def main():
     net = models.make_reconstruction_net(models.ride_fcn("mnist"))
     small = dict(learning_rate=3e-3, sigma=0.2, mask_ratio=0.5)
     runs = [
-        ("small", defenses.RideConfig(num_steps=25, num_checkpoints=4, **small), args.n_small),
-        ("small", defenses.RideConfig(num_steps=100, num_checkpoints=4, **small), args.n_small),
+        ("small", defenses.RideConfig(steps=25, num_checkpoints=4, **small), args.n_small),
+        ("small", defenses.RideConfig(steps=100, num_checkpoints=4, **small), args.n_small),
         ("paper", defenses.RideConfig(), args.n_paper),
     ]
     out = {"classifier_clean": {}, "runs": []}
@@ -71,7 +71,7 @@ def main():
             accs.append(format_accuracy(int(ct.sum()), n))
         l1 = [float(255 * np.mean(np.abs(est[:, t] - x[:n]))) for t in range(rc.num_checkpoints)]
         row = {"label": defenses.ride_label(rc), "digits": n,
-               "iterations": [rc.num_steps * (t + 1) for t in range(rc.num_checkpoints)],
+               "iterations": [rc.steps * (t + 1) for t in range(rc.num_checkpoints)],
                "accuracy_per_checkpoint": accs, "dist2gt_mean_abs_255": l1,
                "classifier_on_same_digits": format_accuracy(int(c.sum()), n),
                "seconds_incl_compile": dt}
