@@ -191,7 +191,7 @@ def _train_classifier(config, train, key, *, adversarial: bool):
         attack = functools.partial(attacks.pgd, norm=a.norm, steps=a.steps, random_start=True)
         objective = training.adversarial_objective(
             attack, eps_schedule=optax.linear_schedule(0.0, a.eps, a.rampup_steps))
-        state, _ = training.fit(model, objective, train, key=key, num_epochs=a.epochs,
+        state, _ = training.fit(model, objective, train, key=key, epochs=a.epochs,
                                 batch_size=a.batch_size, optimizer="adam",
                                 learning_rate=a.learning_rate, schedule="cosine",
                                 progress=config.progress)

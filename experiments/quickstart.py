@@ -53,7 +53,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     t0 = time.perf_counter()
     std_state, _ = training.fit(
         model, training.standard_objective(), train, key=k_std,
-        num_epochs=config.standard_epochs, workdir=os.path.join(workdir, "standard"), **common)
+        epochs=config.standard_epochs, workdir=os.path.join(workdir, "standard"), **common)
     timings["standard_training_s"] = time.perf_counter() - t0
 
     # Madry PGD training with an eps ramp-up (the attack gets eps from the schedule at each
@@ -67,7 +67,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                       schedule=config.adversarial_schedule)
     t0 = time.perf_counter()
     adv_state, _ = training.fit(
-        model, objective, train, key=k_adv, num_epochs=config.adversarial_epochs,
+        model, objective, train, key=k_adv, epochs=config.adversarial_epochs,
         workdir=os.path.join(workdir, "adversarial"), **adv_common)
     timings["adversarial_training_s"] = time.perf_counter() - t0
 
@@ -125,7 +125,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             res = evaluation.autoattack(
                 logits_fn, jax.random.fold_in(k_eval, 1), xs, ys, eps=eps,
                 version=config.autoattack_version, batch_size=config.eval_batch_size * 2,
-                progress=config.progress, n_iter=config.autoattack_n_iter,
+                progress=config.progress, steps=config.autoattack_steps,
                 n_queries=config.autoattack_n_queries)
             col = f"AutoAttack ε={eps:g}" + config.autoattack_label
             pred = np.asarray(logits_fn(jnp.asarray(res.x_adv))).argmax(-1)

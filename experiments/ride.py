@@ -475,7 +475,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         model,
         noise_augmented_objective(noise_std=config.train_noise_std,
                                   fraction=config.train_noise_fraction),
-        train, key=k_train, num_epochs=config.epochs, batch_size=config.batch_size,
+        train, key=k_train, epochs=config.epochs, batch_size=config.batch_size,
         optimizer=config.optimizer, learning_rate=config.learning_rate,
         schedule=config.schedule, weight_decay=config.weight_decay,
         workdir=os.path.join(workdir, "classifier"), progress=config.progress)

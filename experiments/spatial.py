@@ -485,7 +485,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             model, obj, state, prefix = _build(variant, config, lam, k_init, (1, s, s, 1))
             t0 = time.perf_counter()
             state, _ = training.fit(
-                state, obj, train, key=k_fit, num_epochs=config.num_epochs,
+                state, obj, train, key=k_fit, epochs=config.num_epochs,
                 batch_size=config.batch_size, progress=config.progress,
                 workdir=(os.path.join(workdir, f"{variant}_{seed}") if config.checkpoint
                          else None))

@@ -2,6 +2,7 @@
 
 import os
 import re
+import textwrap
 
 import pytest
 
@@ -11,11 +12,15 @@ _README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def _blocks():
     with open(_README, encoding="utf-8") as f:
         text = f.read()
-    return re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
+    blocks = re.findall(r"^( *)```python\n(.*?)^\1```", text, flags=re.S | re.M)
+    # Blocks indented inside a list item run with their indentation removed.
+    return [textwrap.dedent("".join(line[len(ind):] if line.startswith(ind) else line
+                                    for line in code.splitlines(keepends=True)))
+            for ind, code in blocks]
 
 
 def test_readme_has_python_examples():
-    assert len(_blocks()) >= 3
+    assert len(_blocks()) >= 4
 
 
 @pytest.mark.parametrize("index", range(len(_blocks())))

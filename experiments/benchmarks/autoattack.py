@@ -167,7 +167,7 @@ def train_or_load(config, workdir: str):
                   learning_rate=config.learning_rate, progress=config.progress, eval_ds=test)
     t0 = time.perf_counter()
     training.fit(model, training.standard_objective(), train, key=k_std,
-                 num_epochs=config.standard_epochs, workdir=os.path.join(workdir, "standard"),
+                 epochs=config.standard_epochs, workdir=os.path.join(workdir, "standard"),
                  **common)
     train_attack = functools.partial(attacks.pgd, steps=config.train_steps, random_start=True)
     eps_schedule = optax.linear_schedule(0.0, config.train_eps, config.train_eps_rampup_steps)
@@ -177,7 +177,7 @@ def train_or_load(config, workdir: str):
                       learning_rate=config.adversarial_learning_rate,
                       schedule=config.adversarial_schedule)
     adv_state, _ = training.fit(
-        model, objective, train, key=k_adv, num_epochs=config.adversarial_epochs,
+        model, objective, train, key=k_adv, epochs=config.adversarial_epochs,
         workdir=os.path.join(workdir, "adversarial"), **adv_common)
     return model, adv_state.params, time.perf_counter() - t0
 
@@ -223,11 +223,10 @@ def _members(eps, n_iter, n_queries, num_classes):
     nt = min(9, num_classes - 1)
     p = functools.partial
     return {
-        "apgd-ce": p(A.apgd, eps=eps, norm="linf", n_iter=n_iter, loss="ce", restarts=1),
-        "apgd-t": p(A.apgd_targeted, eps=eps, norm="linf", n_iter=n_iter, n_target_classes=nt,
+        "apgd-ce": p(A.apgd, eps=eps, norm="linf", steps=n_iter, loss="ce", restarts=1),
+        "apgd-t": p(A.apgd_targeted, eps=eps, norm="linf", steps=n_iter, n_target_classes=nt,
                     restarts=1),
-        "fab-t": p(A.fab, eps=eps, norm="linf", n_iter=n_iter, n_target_classes=nt, restarts=1,
-                   targeted=True),
+        "fab-t": p(A.fab, eps=eps, norm="linf", steps=n_iter, n_target_classes=nt, restarts=1),
         "square": p(A.square, eps=eps, norm="linf", n_queries=n_queries, restarts=1),
     }
 

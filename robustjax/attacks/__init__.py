@@ -9,7 +9,6 @@ the L2L-DA recurrent generator attack; attacks on generative-model defenses thro
 from robustjax.attacks._base import LOSSES
 from robustjax.attacks._base import STEP_RULES
 from robustjax.attacks._base import normalize_l2
-from robustjax.attacks._base import scale_by_sign
 from robustjax.attacks._apgd import APGDTrace
 from robustjax.attacks._apgd import apgd
 from robustjax.attacks._apgd import apgd_checkpoints
@@ -31,6 +30,7 @@ from robustjax.attacks._nes import nes_attack
 from robustjax.attacks._nes import nes_gradient
 from robustjax.attacks._pgd import PGD
 from robustjax.attacks._pgd import PGDState
+from robustjax.attacks._pgd import PGDTrace
 from robustjax.attacks._pgd import make_pgd
 from robustjax.attacks._pgd import multi_targeted
 from robustjax.attacks._pgd import pgd
@@ -44,15 +44,20 @@ from robustjax.attacks._l2l import l2l_perturbation
 from robustjax.attacks._l2l import l2l_perturbation_steps
 from robustjax.attacks._l2l import l2l_recurrence
 from robustjax.attacks._l2l import normalize_gradient
+from robustjax.attacks._stadv import StadvResult
 from robustjax.attacks._stadv import StadvSweep
 from robustjax.attacks._stadv import stadv
 from robustjax.attacks._stadv import stadv_flow
 from robustjax.attacks._stadv import stadv_tau_sweep
 from robustjax.attacks._generative import SCHEDULES
+from robustjax.attacks._generative import GenerativeAttackResult
 from robustjax.attacks._generative import abs_latent_attack
+from robustjax.attacks._generative import abs_latent_attack_with_info
 from robustjax.attacks._generative import advt_cw_l2
 from robustjax.attacks._generative import generative_cw_l2
+from robustjax.attacks._generative import generative_cw_l2_with_info
 from robustjax.attacks._generative import generative_nes_l2
+from robustjax.attacks._generative import generative_nes_l2_with_info
 from robustjax.attacks._generative import make_defensegan_attack
 from robustjax.attacks._generative import step_size_schedule
 from robustjax.attacks._generators import advgan_attack
@@ -81,10 +86,14 @@ __all__ = [
     "gap_perturbation",
     "l2l_star_attack",
     "SCHEDULES",
+    "GenerativeAttackResult",
     "abs_latent_attack",
+    "abs_latent_attack_with_info",
     "advt_cw_l2",
     "generative_cw_l2",
+    "generative_cw_l2_with_info",
     "generative_nes_l2",
+    "generative_nes_l2_with_info",
     "make_defensegan_attack",
     "step_size_schedule",
     "l2l_attack",
@@ -93,6 +102,7 @@ __all__ = [
     "l2l_recurrence",
     "L2LRecurrence",
     "normalize_gradient",
+    "StadvResult",
     "StadvSweep",
     "stadv",
     "stadv_flow",
@@ -100,6 +110,7 @@ __all__ = [
     "LOSSES",
     "PGD",
     "PGDState",
+    "PGDTrace",
     "STEP_RULES",
     "bpda",
     "CWResult",
@@ -115,5 +126,4 @@ __all__ = [
     "pgd",
     "pgd_with_trace",
     "random_targeted",
-    "scale_by_sign",
 ]

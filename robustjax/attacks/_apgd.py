@@ -49,31 +49,31 @@ APGD_LOSSES = ("ce", "dlr", "dlr_targeted")
 _TINY = 1e-12
 
 
-def apgd_checkpoints(n_iter: int) -> tuple[int, ...]:
+def apgd_checkpoints(steps: int) -> tuple[int, ...]:
     """APGD's checkpoints :math:`w_j = \\lceil p_j N_{iter} \\rceil` for ``j >= 1``, ``p_j < 1``.
 
     :math:`p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + \\max(p_j - p_{j-1} - 0.03, 0.06)`, computed in
     exact integer hundredths (no float rounding at e.g. 0.41·100). A checkpoint ``w`` means "after
     ``w`` iterations": the step-size test runs once the ``w``-th update has been evaluated.
-    Repeated values (small ``n_iter``) are dropped and only ``1 <= w < n_iter`` is kept.
-    For ``n_iter = 100``: ``(22, 41, 57, 70, 80, 87, 93, 99)``. Cost ``O(1)``.
+    Repeated values (small ``steps``) are dropped and only ``1 <= w < steps`` is kept.
+    For ``steps = 100``: ``(22, 41, 57, 70, 80, 87, 93, 99)``. Cost ``O(1)``.
     """
-    V.check_positive_int(n_iter, "n_iter")
+    V.check_positive_int(steps, "steps")
     prev, cur = 0, 22  # hundredths
     out: list[int] = []
     while cur < 100:
-        w = -(-cur * n_iter // 100)
-        if 1 <= w < n_iter and (not out or w > out[-1]):
+        w = -(-cur * steps // 100)
+        if 1 <= w < steps and (not out or w > out[-1]):
             out.append(w)
         prev, cur = cur, cur + max(cur - prev - 3, 6)
     return tuple(out)
 
 
-def _schedule_arrays(n_iter: int) -> tuple[np.ndarray, np.ndarray]:
-    """Static ``is_checkpoint [n_iter]`` (after iteration ``i``) and window lengths."""
-    cps = apgd_checkpoints(n_iter)
-    is_cp = np.zeros((n_iter,), bool)
-    window = np.zeros((n_iter,), np.float32)
+def _schedule_arrays(steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Static ``is_checkpoint [steps]`` (after iteration ``i``) and window lengths."""
+    cps = apgd_checkpoints(steps)
+    is_cp = np.zeros((steps,), bool)
+    window = np.zeros((steps,), np.float32)
     last = 0
     for w in cps:
         is_cp[w - 1] = True
@@ -99,7 +99,7 @@ class _State(NamedTuple):
 
 
 class APGDTrace(NamedTuple):
-    """Per-iteration record of :func:`apgd_with_trace` (rows = iterations ``0..n_iter-1``).
+    """Per-iteration record of :func:`apgd_with_trace` (rows = iterations ``0..steps-1``).
 
     ``loss [T, N]``: :math:`f(x^{(i+1)})`; ``eta [T, N]``: step size after iteration ``i``'s
     checkpoint test; ``f_max [T, N]``; ``loss0 [N]``: :math:`f(x^{(0)})`; ``checkpoints``:
@@ -120,13 +120,13 @@ def _direction(g: Array, norm: str) -> Array:
     return g / B.bcast(n + _TINY, g)
 
 
-def _core(value_and_grad, x_orig, y, x_start, eps, *, norm, n_iter, rho, alpha, box, trace,
+def _core(value_and_grad, x_orig, y, x_start, eps, *, norm, steps, rho, alpha, box, trace,
           unroll):
     """One batched APGD run from ``x_start``. ``value_and_grad(x, i) -> (loss, logits, grad)``.
 
     Returns ``(state, (loss, eta, f_max) per iteration or None, loss0)``.
     """
-    is_cp, window = _schedule_arrays(n_iter)
+    is_cp, window = _schedule_arrays(steps)
     m = x_orig.shape[0]
     eps_arr = jnp.asarray(eps, x_orig.dtype)
 
@@ -175,16 +175,16 @@ def _core(value_and_grad, x_orig, y, x_start, eps, *, norm, n_iter, rho, alpha, 
         )
         return s, ((loss, new_eta, f_max) if trace else None)
 
-    xs = (jnp.arange(n_iter), jnp.asarray(is_cp), jnp.asarray(window))
+    xs = (jnp.arange(steps), jnp.asarray(is_cp), jnp.asarray(window))
     state, tr = jax.lax.scan(step, state, xs, unroll=unroll)
     return state, tr, loss0
 
 
-def _validate(logits_fn, key, x, y, *, eps, norm, n_iter, loss, restarts, target, rho, alpha,
+def _validate(logits_fn, key, x, y, *, eps, norm, steps, loss, restarts, target, rho, alpha,
               box, eot_samples, unroll):
     B.check_eps(eps)
     V.check_choice(norm, "norm", APGD_NORMS)
-    V.check_positive_int(n_iter, "n_iter")
+    V.check_positive_int(steps, "steps")
     V.check_choice(loss, "loss", APGD_LOSSES)
     V.check_positive_int(restarts, "restarts")
     V.check_probability(rho, "rho")
@@ -217,7 +217,7 @@ def _validate(logits_fn, key, x, y, *, eps, norm, n_iter, loss, restarts, target
     return k
 
 
-def _apgd_batched(logits_fn, key, x, y, *, eps, norm, n_iter, loss, restarts, target, rho,
+def _apgd_batched(logits_fn, key, x, y, *, eps, norm, steps, loss, restarts, target, rho,
                   alpha, box, eot_samples, trace, unroll):
     """Restarts folded into the batch. Returns ``(x_adv, success [N], f_max [N], trace)``."""
     x = jnp.asarray(x)
@@ -260,7 +260,7 @@ def _apgd_batched(logits_fn, key, x, y, *, eps, norm, n_iter, loss, restarts, ta
     x_start = (x[None] + starts).reshape(x_t.shape)
     if box is not None:
         x_start = P.clip_box(x_start, *box)
-    state, tr, loss0 = _core(value_and_grad, x_t, y_t, x_start, eps, norm=norm, n_iter=n_iter,
+    state, tr, loss0 = _core(value_and_grad, x_t, y_t, x_start, eps, norm=norm, steps=steps,
                              rho=rho, alpha=alpha, box=box, trace=trace, unroll=unroll)
     out = jnp.where(B.bcast(state.success, state.x_found), state.x_found, state.x_max)
     succ = state.success.reshape(restarts, n)
@@ -273,11 +273,11 @@ def _apgd_batched(logits_fn, key, x, y, *, eps, norm, n_iter, loss, restarts, ta
     f_best = jnp.take_along_axis(fmax, pick[None], axis=0)[0]
     if trace:
         sel = lambda a: jnp.take_along_axis(  # noqa: E731
-            a.reshape(n_iter, restarts, n), pick[None, None], axis=1)[:, 0]
+            a.reshape(steps, restarts, n), pick[None, None], axis=1)[:, 0]
         tr = APGDTrace(loss=sel(tr[0]), eta=sel(tr[1]), f_max=sel(tr[2]),
                        loss0=jnp.take_along_axis(loss0.reshape(restarts, n), pick[None],
                                                  axis=0)[0],
-                       checkpoints=apgd_checkpoints(n_iter))
+                       checkpoints=apgd_checkpoints(steps))
     return jax.lax.stop_gradient(x_adv), success, f_best, tr
 
 
@@ -291,7 +291,7 @@ _DOC_ARGS = """
       y: ``int32 [N]`` **true** labels (success = misclassified w.r.t. ``y``).
       eps: ball radius ``>= 0`` (a Python number or a scalar array, traced values allowed).
       norm: ``"linf"`` or ``"l2"`` (ℓ1 APGD needs the authors' sparse step, not implemented).
-      n_iter: iterations ``N_iter`` (default 100, as in AutoAttack); cost is ``n_iter + 1``
+      steps: iterations ``N_iter`` (default 100, as in AutoAttack); cost is ``steps + 1``
         gradient evaluations per restart.
       loss: ``"ce"`` (cross-entropy; with ``target``: targeted, ascends ``-CE(z, t)``),
         ``"dlr"`` (untargeted DLR, :func:`robustjax.losses.dlr_loss`, ``K >= 3``) or
@@ -320,7 +320,7 @@ def apgd(
     *,
     eps: float,
     norm: str = "linf",
-    n_iter: int = 100,
+    steps: int = 100,
     loss: str = "ce",
     restarts: int = 1,
     target: ArrayLike | None = None,
@@ -343,19 +343,19 @@ def apgd(
       ``x_adv`` like ``x`` (``stop_gradient``).
 
     Raises:
-      ValueError: ``eps < 0``, unknown ``norm``/``loss``, ``n_iter``/``restarts`` < 1,
+      ValueError: ``eps < 0``, unknown ``norm``/``loss``, ``steps``/``restarts`` < 1,
         ``rho``/``alpha`` outside ``(0, 1]``, a targeted loss without ``target`` (or ``target``
         with ``"dlr"``), too few classes for DLR, wrong shapes, pixels outside ``box``, labels
         outside ``[0, K)``.
 
-    Cost: ``R · (n_iter + 1) · S · (fwd + bwd)`` on ``N`` examples (``S = eot_samples or 1``);
+    Cost: ``R · (steps + 1) · S · (fwd + bwd)`` on ``N`` examples (``S = eot_samples or 1``);
     memory ``O(R · S · N)`` activations plus 6 copies of the batch (iterate, previous iterate,
     gradient, best point, its gradient, first success).
     """
-    _validate(logits_fn, key, x, y, eps=eps, norm=norm, n_iter=n_iter, loss=loss,
+    _validate(logits_fn, key, x, y, eps=eps, norm=norm, steps=steps, loss=loss,
               restarts=restarts, target=target, rho=rho, alpha=alpha, box=box,
               eot_samples=eot_samples, unroll=unroll)
-    return _apgd_batched(logits_fn, key, x, y, eps=eps, norm=norm, n_iter=n_iter, loss=loss,
+    return _apgd_batched(logits_fn, key, x, y, eps=eps, norm=norm, steps=steps, loss=loss,
                          restarts=restarts, target=target, rho=rho, alpha=alpha, box=box,
                          eot_samples=eot_samples, trace=False, unroll=unroll)[0]
 
@@ -371,7 +371,7 @@ def apgd_with_trace(
     *,
     eps: float,
     norm: str = "linf",
-    n_iter: int = 100,
+    steps: int = 100,
     loss: str = "ce",
     restarts: int = 1,
     target: ArrayLike | None = None,
@@ -386,11 +386,11 @@ def apgd_with_trace(
     Same arguments, same ``x_adv`` for the same key. For masking checks (the trace's loss
     should increase) and for testing the step-size schedule. Cost as :func:`apgd`.
     """
-    _validate(logits_fn, key, x, y, eps=eps, norm=norm, n_iter=n_iter, loss=loss,
+    _validate(logits_fn, key, x, y, eps=eps, norm=norm, steps=steps, loss=loss,
               restarts=restarts, target=target, rho=rho, alpha=alpha, box=box,
               eot_samples=eot_samples, unroll=unroll)
     x_adv, success, _, tr = _apgd_batched(
-        logits_fn, key, x, y, eps=eps, norm=norm, n_iter=n_iter, loss=loss, restarts=restarts,
+        logits_fn, key, x, y, eps=eps, norm=norm, steps=steps, loss=loss, restarts=restarts,
         target=target, rho=rho, alpha=alpha, box=box, eot_samples=eot_samples, trace=True,
         unroll=unroll)
     return x_adv, success, tr
@@ -410,7 +410,7 @@ def apgd_targeted(
     *,
     eps: float,
     norm: str = "linf",
-    n_iter: int = 100,
+    steps: int = 100,
     n_target_classes: int = 9,
     restarts: int = 1,
     rho: float = 0.75,
@@ -436,25 +436,25 @@ def apgd_targeted(
     Returns:
       ``x_adv`` like ``x`` (``stop_gradient``).
 
-    Cost: ``n_target_classes · R · (n_iter + 1) · (fwd + bwd)`` plus one forward pass; memory
+    Cost: ``n_target_classes · R · (steps + 1) · (fwd + bwd)`` plus one forward pass; memory
     ``n_target_classes`` times :func:`apgd`'s.
 
     References:
       Croce & Hein, ICML 2020 (arXiv:2003.01690), Sec. 4 (APGD-T, top-9 targets).
     """
-    k = _validate(logits_fn, key, x, y, eps=eps, norm=norm, n_iter=n_iter,
+    k = _validate(logits_fn, key, x, y, eps=eps, norm=norm, steps=steps,
                   loss="dlr_targeted", restarts=restarts, target=y, rho=rho, alpha=alpha,
                   box=box, eot_samples=eot_samples, unroll=unroll)
     V.check_positive_int(n_target_classes, "n_target_classes")
     if n_target_classes > k - 1:
         raise ValueError(f"`n_target_classes` must be <= K - 1 = {k - 1}, got "
                          f"{n_target_classes}.")
-    return _apgd_targeted(logits_fn, key, x, y, eps=eps, norm=norm, n_iter=n_iter,
+    return _apgd_targeted(logits_fn, key, x, y, eps=eps, norm=norm, steps=steps,
                           n_target_classes=n_target_classes, restarts=restarts, rho=rho,
                           alpha=alpha, box=box, eot_samples=eot_samples, unroll=unroll)[0]
 
 
-def _apgd_targeted(logits_fn, key, x, y, *, eps, norm, n_iter, n_target_classes, restarts, rho,
+def _apgd_targeted(logits_fn, key, x, y, *, eps, norm, steps, n_target_classes, restarts, rho,
                    alpha, box, eot_samples, unroll):
     x = jnp.asarray(x)
     y = jnp.asarray(y)
@@ -471,7 +471,7 @@ def _apgd_targeted(logits_fn, key, x, y, *, eps, norm, n_iter, n_target_classes,
 
     def one(kj, tj):
         x_a, s, f, _ = _apgd_batched(
-            logits_fn, kj, x, y, eps=eps, norm=norm, n_iter=n_iter, loss="dlr_targeted",
+            logits_fn, kj, x, y, eps=eps, norm=norm, steps=steps, loss="dlr_targeted",
             restarts=restarts, target=tj, rho=rho, alpha=alpha, box=box,
             eot_samples=eot_samples, trace=False, unroll=unroll)
         return x_a, s, f

@@ -28,9 +28,10 @@ __all__ = [
     "STEP_RULES",
     "check_attack_inputs",
     "attack_loss",
+    "resolve_target",
     "attack_score",
     "step_rule_transform",
-    "scale_by_sign",
+    "eot_logits",
     "normalize_l2",
     "resolve_step_size",
     "bcast",
@@ -77,6 +78,14 @@ def check_attack_inputs(
     return k
 
 
+def resolve_target(y: ArrayLike, target: ArrayLike | None, num_classes: int) -> tuple[Array, bool]:
+    """``(labels the attack loss uses, targeted)``: ``target`` (validated) when given, else ``y``."""
+    if target is None:
+        return jnp.asarray(y), False
+    V.check_labels(target, "target", batch_size=jnp.shape(y)[0], num_classes=num_classes)
+    return jnp.asarray(target), True
+
+
 def attack_loss(
     logits: Array, labels: Array, *, loss: str, targeted: bool, kappa: float = float("inf"),
     target: Array | None = None,
@@ -105,8 +114,8 @@ def attack_loss(
             raise ValueError(
                 "`loss`='dlr_targeted' needs `target` (int [N]) besides the true labels; use "
                 "robustjax.attacks.apgd(..., loss='dlr_targeted', target=t) or apgd_targeted.")
-        return L.dlr_targeted_loss(logits, labels, target)
-    return -L.cw_loss(logits, labels, kappa=kappa, targeted=targeted)
+        return L.dlr_targeted_loss(logits, labels, target=target)
+    return -L.cw_loss(logits, labels, kappa=kappa, target=labels if targeted else None)
 
 
 def attack_score(logits: Array, labels: Array, *, targeted: bool) -> Array:
@@ -115,18 +124,29 @@ def attack_score(logits: Array, labels: Array, *, targeted: bool) -> Array:
     return -m if targeted else m
 
 
-def scale_by_sign() -> optax.GradientTransformation:
-    """Step rule ``u = sign(g)`` (the ℓ∞ steepest-ascent direction)."""
+def eot_logits(logits_fn: Any, key: Any, eot_samples: int | None) -> Callable[..., Array]:
+    """``(x, step) -> logits``: the model itself, or for a randomized ``logits_fn(key, x)`` the
+    mean logits of ``eot_samples`` fresh draws, keyed by ``fold_in(fold_in(key, step), s)``."""
+    if eot_samples is None:
+        return lambda v, step: logits_fn(v)
 
-    def init_fn(params):
-        del params
-        return optax.EmptyState()
+    def averaged(v: Array, step: Any) -> Array:
+        ks = jax.random.fold_in(key, step)
+        keys = jax.vmap(lambda s: jax.random.fold_in(ks, s))(jnp.arange(eot_samples))
+        return jnp.mean(jax.vmap(lambda kk: logits_fn(kk, v))(keys), axis=0)
 
-    def update_fn(updates, state, params=None):
-        del params
-        return jax.tree.map(jnp.sign, updates), state
+    return averaged
 
-    return optax.GradientTransformation(init_fn, update_fn)
+
+def check_eot(logits_fn: Any, key: Any, eot_samples: int | None) -> Any:
+    """Validate ``eot_samples`` and return a deterministic view of ``logits_fn`` for shape checks."""
+    if eot_samples is None:
+        return logits_fn
+    V.check_positive_int(eot_samples, "eot_samples")
+    if not callable(logits_fn):
+        raise ValueError(f"`logits_fn` must be callable, got {type(logits_fn).__name__}.")
+    V.check_key(key, "key")
+    return lambda v: logits_fn(key, v)
 
 
 def normalize_l2() -> optax.GradientTransformation:
@@ -162,7 +182,7 @@ def step_rule_transform(step_rule: Any, norm: str) -> optax.GradientTransformati
         step_rule = "sign" if norm == "linf" else "normalized"
     V.check_choice(step_rule, "step_rule", STEP_RULES)
     if step_rule == "sign":
-        return scale_by_sign()
+        return optax.scale_by_sign()
     if step_rule == "normalized":
         return normalize_l2()
     return optax.scale_by_adam()

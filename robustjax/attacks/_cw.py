@@ -44,7 +44,7 @@ def carlini_wagner_l2(
     x: ArrayLike,
     y: ArrayLike,
     *,
-    targeted: bool = False,
+    target: ArrayLike | None = None,
     kappa: float = 0.0,
     steps: int = 100,
     learning_rate: float = 0.1,
@@ -87,8 +87,8 @@ def carlini_wagner_l2(
       logits_fn: model, ``x [N, ...] -> logits [N, K]``.
       key: PRNG key (unused: the attack is deterministic; kept for the common signature).
       x: clean inputs ``float32 [N, H, W, C]`` (or ``[N, D]``) inside ``box``.
-      y: ``int32 [N]`` true labels, or targets when ``targeted``.
-      targeted: targeted variant.
+      y: ``int32 [N]`` true labels.
+      target: ``None`` (untargeted) or ``int32 [N]`` target labels (targeted variant).
       kappa: confidence margin ``>= 0``.
       steps: Adam steps per constant ``>= 1``.
       learning_rate: Adam learning rate ``> 0`` (default 0.1, see above).
@@ -106,7 +106,7 @@ def carlini_wagner_l2(
       Carlini & Wagner, *Towards Evaluating the Robustness of Neural Networks*, IEEE S&P 2017
       (arXiv:1608.04644), Sec. V.A (ℓ2 attack, objective :math:`f_6`, change of variables).
     """
-    return _cw(logits_fn, key, x, y, targeted=targeted, kappa=kappa, steps=steps,
+    return _cw(logits_fn, key, x, y, target=target, kappa=kappa, steps=steps,
                learning_rate=learning_rate, binary_search_steps=binary_search_steps,
                initial_const=initial_const, box=box).x_adv
 
@@ -117,7 +117,7 @@ def carlini_wagner_l2_with_info(
     x: ArrayLike,
     y: ArrayLike,
     *,
-    targeted: bool = False,
+    target: ArrayLike | None = None,
     kappa: float = 0.0,
     steps: int = 100,
     learning_rate: float = 0.1,
@@ -129,12 +129,12 @@ def carlini_wagner_l2_with_info(
 
     Same arguments and the same ``x_adv``. Cost as :func:`carlini_wagner_l2`.
     """
-    return _cw(logits_fn, key, x, y, targeted=targeted, kappa=kappa, steps=steps,
+    return _cw(logits_fn, key, x, y, target=target, kappa=kappa, steps=steps,
                learning_rate=learning_rate, binary_search_steps=binary_search_steps,
                initial_const=initial_const, box=box)
 
 
-def _cw(logits_fn, key, x, y, *, targeted, kappa, steps, learning_rate, binary_search_steps,
+def _cw(logits_fn, key, x, y, *, target, kappa, steps, learning_rate, binary_search_steps,
         initial_const, box) -> CWResult:
     V.check_nonnegative(kappa, "kappa")
     V.check_positive_int(steps, "steps")
@@ -143,7 +143,8 @@ def _cw(logits_fn, key, x, y, *, targeted, kappa, steps, learning_rate, binary_s
     V.check_positive(initial_const, "initial_const")
     if box is None or len(box) != 2 or not float(box[0]) < float(box[1]):
         raise ValueError(f"`box` must be (lo, hi) with lo < hi, got {box!r}.")
-    B.check_attack_inputs(logits_fn, key, x, y, box=box)
+    num_classes = B.check_attack_inputs(logits_fn, key, x, y, box=box)
+    y, targeted = B.resolve_target(y, target, num_classes)
     x = jnp.asarray(x)
     y = jnp.asarray(y)
     n = x.shape[0]
@@ -160,7 +161,7 @@ def _cw(logits_fn, key, x, y, *, targeted, kappa, steps, learning_rate, binary_s
         xp = to_x(w)
         logits = logits_fn(xp)
         d2 = jnp.sum(jnp.reshape(xp - x, (n, -1)) ** 2, axis=-1)
-        f = L.cw_loss(logits, y, kappa=kappa, targeted=targeted)
+        f = L.cw_loss(logits, y, kappa=kappa, target=y if targeted else None)
         return jnp.sum(d2 + const * f), (xp, d2, logits)
 
     grad_fn = jax.grad(objective, has_aux=True)

@@ -201,7 +201,7 @@ def _random_start(key, x0, eps, norm, box):
     return x1
 
 
-def _fab_impl(logits_fn, key, x, y, *, eps, norm, n_iter, n_target_classes, restarts, targeted,
+def _fab_impl(logits_fn, key, x, y, *, eps, norm, steps, n_target_classes, restarts, targeted,
               alpha_max, eta, beta, box):
     x = jnp.asarray(x)
     y = jnp.asarray(y)
@@ -278,7 +278,7 @@ def _fab_impl(logits_fn, key, x, y, *, eps, norm, n_iter, n_target_classes, rest
             lambda: x0,
         )
         carry = (x_start, x0, jnp.full((n,), jnp.inf, dtype))
-        _, best, best_d = jax.lax.fori_loop(0, n_iter, lambda _, c: step(c, target), carry)
+        _, best, best_d = jax.lax.fori_loop(0, steps, lambda _, c: step(c, target), carry)
         new = correct & ~found & (best_d <= eps)
         x_out = jnp.where(new[:, None], best, x_out)
         dist_out = jnp.where(new, best_d, dist_out)
@@ -298,20 +298,20 @@ def _fab_impl(logits_fn, key, x, y, *, eps, norm, n_iter, n_target_classes, rest
     return FABInfo(x_adv=x_out, success=found, distance=dist_out)
 
 
-def _validate(logits_fn, key, x, y, eps, norm, n_iter, n_target_classes, restarts, targeted,
+def _validate(logits_fn, key, x, y, eps, norm, steps, n_target_classes, restarts,
               alpha_max, eta, beta, box):
+    targeted = n_target_classes is not None
     k = B.check_attack_inputs(logits_fn, key, x, y, box=box)
     B.check_eps(eps)
     V.check_choice(norm, "norm", P.NORMS)
-    V.check_positive_int(n_iter, "n_iter")
+    V.check_positive_int(steps, "steps")
     V.check_positive_int(restarts, "restarts")
-    V.check_positive_int(n_target_classes, "n_target_classes")
+    if targeted:
+        V.check_positive_int(n_target_classes, "n_target_classes")
     if targeted and n_target_classes > k - 1:
         raise ValueError(
             f"`n_target_classes` must be <= K - 1 = {k - 1} (targets are the 2nd..(n+1)-th most "
             f"likely classes), got {n_target_classes}.")
-    if not isinstance(targeted, bool):
-        raise ValueError(f"`targeted` must be a bool, got {targeted!r}.")
     V.check_probability(alpha_max, "alpha_max")
     V.check_positive(eta, "eta")
     V.check_probability(beta, "beta")
@@ -331,13 +331,13 @@ _DOC_ARGS = """
       eps: radius ``>= 0`` of the threat model (``inf`` allowed for ``restarts == 1``): a point
         counts as found only when its ℓp distance to ``x`` is ``<= eps``.
       norm: ``"linf"`` or ``"l2"``.
-      n_iter: iterations per run (100 in the paper and in AutoAttack).
-      n_target_classes: FAB-T runs once per target, the 2nd, ..., ``(n+1)``-th most likely
-        classes at ``x`` (AutoAttack: 9).
+      steps: iterations per run (100 in the paper and in AutoAttack).
+      n_target_classes: FAB-T (the default, as in AutoAttack's standard version) runs once per
+        target, the 2nd, ..., ``(n+1)``-th most likely classes at ``x`` (AutoAttack: 9);
+        ``None`` runs untargeted FAB (the closest of the ``K - 1`` linearized boundaries at
+        each step; ``K`` backward passes).
       restarts: runs per target (untargeted: runs); restart 0 starts at ``x``, the others at a
         random point at distance ``eps/2``.
-      targeted: FAB-T (default, as in AutoAttack's standard version) or untargeted FAB (the
-        closest of the ``K - 1`` linearized boundaries at each step; ``K`` backward passes).
       alpha_max: cap on the bias towards the original point (paper: 0.1).
       eta: extrapolation factor of the projection step (paper: 1.05).
       beta: backward-step factor after a success (paper: 0.9).
@@ -353,20 +353,21 @@ def fab_with_info(
     *,
     eps: float,
     norm: str = "linf",
-    n_iter: int = 100,
-    n_target_classes: int = 9,
+    steps: int = 100,
+    n_target_classes: int | None = 9,
     restarts: int = 1,
-    targeted: bool = True,
     alpha_max: float = 0.1,
     eta: float = 1.05,
     beta: float = 0.9,
     box: tuple[float, float] | None = (0.0, 1.0),
 ) -> FABInfo:
     """FAB / FAB-T with its success mask and distances (see :func:`fab`)."""
-    _validate(logits_fn, key, x, y, eps, norm, n_iter, n_target_classes, restarts, targeted,
+    _validate(logits_fn, key, x, y, eps, norm, steps, n_target_classes, restarts,
               alpha_max, eta, beta, box)
-    return _fab_impl(logits_fn, key, x, y, eps=eps, norm=norm, n_iter=n_iter,
-                     n_target_classes=n_target_classes, restarts=restarts, targeted=targeted,
+    targeted = n_target_classes is not None
+    return _fab_impl(logits_fn, key, x, y, eps=eps, norm=norm, steps=steps,
+                     n_target_classes=n_target_classes or 1, restarts=restarts,
+                     targeted=targeted,
                      alpha_max=alpha_max, eta=eta, beta=beta, box=box)
 
 
@@ -378,10 +379,9 @@ def fab(
     *,
     eps: float,
     norm: str = "linf",
-    n_iter: int = 100,
-    n_target_classes: int = 9,
+    steps: int = 100,
+    n_target_classes: int | None = 9,
     restarts: int = 1,
-    targeted: bool = True,
     alpha_max: float = 0.1,
     eta: float = 1.05,
     beta: float = 0.9,
@@ -390,7 +390,7 @@ def fab(
     """Fast Adaptive Boundary attack (FAB-T by default, as in AutoAttack), ℓ∞ or ℓ2.
 
     Runs ``n_target_classes × restarts`` FAB runs (targeted) or ``restarts`` runs
-    (untargeted) of ``n_iter`` steps in one compiled ``while`` loop over runs that stops as
+    (``n_target_classes=None``: untargeted) of ``steps`` steps in one compiled ``while`` loop over runs that stops as
     soon as every correctly classified point has an adversarial point within ``eps``. Within a
     run the closest adversarial iterate is kept; per point the result of the *first* run that
     succeeds within ``eps`` is returned (as in the reference implementation, which attacks only
@@ -403,19 +403,19 @@ def fab(
 
     Raises:
       ValueError: bad shapes/labels/pixels (see :func:`robustjax.attacks.pgd`), ``eps < 0``,
-        ``n_iter``/``restarts``/``n_target_classes`` not positive integers,
+        ``steps``/``restarts``/``n_target_classes`` not positive integers,
         ``n_target_classes > K - 1``, ``alpha_max``/``beta`` outside ``[0, 1]``, ``eta <= 0``.
 
     Cost: per step, targeted: 2 forward + 1 backward pass of ``logits_fn`` on ``[N, ...]``
     (the second forward checks the new iterate) plus two projections, ``O(N D log D)``;
     untargeted: 2 forward + ``K`` backward passes (one per class row of the Jacobian) and
-    ``O(N K D)`` memory for it. Total at most ``n_target_classes · restarts · n_iter`` steps
-    (targeted), ``restarts · n_iter`` (untargeted), plus one forward pass; fewer when every
+    ``O(N K D)`` memory for it. Total at most ``n_target_classes · restarts · steps`` steps
+    (targeted), ``restarts · steps`` (untargeted), plus one forward pass; fewer when every
     point is broken early.
     """
     return fab_with_info(
-        logits_fn, key, x, y, eps=eps, norm=norm, n_iter=n_iter,
-        n_target_classes=n_target_classes, restarts=restarts, targeted=targeted,
+        logits_fn, key, x, y, eps=eps, norm=norm, steps=steps,
+        n_target_classes=n_target_classes, restarts=restarts,
         alpha_max=alpha_max, eta=eta, beta=beta, box=box).x_adv
 
 

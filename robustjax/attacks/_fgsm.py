@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from robustjax import projections as P
 from robustjax._src import validation as V
@@ -22,7 +23,7 @@ def fgsm(
     eps: float,
     norm: str = "linf",
     loss: str = "ce",
-    targeted: bool = False,
+    target: ArrayLike | None = None,
     kappa: float = float("inf"),
     box: tuple[float, float] | None = (0.0, 1.0),
 ) -> Array:
@@ -32,18 +33,18 @@ def fgsm(
               \quad U = \mathrm{sign} \ (\ell_\infty), \quad U(g) = g / \|g\|_2 \ (\ell_2)
 
     :math:`L_{att}` is the loss of the true label ``y`` (untargeted) or minus the loss of the
-    target ``y`` (``targeted=True``), see :func:`robustjax.attacks.pgd`. Examples with a zero
+    ``target`` (when given), see :func:`robustjax.attacks.pgd`. Examples with a zero
     gradient are left unchanged (``sign(0) = 0``; the ℓ2 direction is ``0/max(0, 1e-12)``).
 
     Args:
       logits_fn: model, ``x [N, ...] -> logits [N, K]``.
       key: PRNG key (unused: FGSM is deterministic; accepted for the common attack signature).
       x: clean inputs ``float32 [N, H, W, C]`` (or ``[N, D]``) inside ``box``.
-      y: ``int32 [N]`` true labels, or targets when ``targeted``.
+      y: ``int32 [N]`` true labels.
       eps: step length / ball radius ``>= 0``.
       norm: ``"linf"`` or ``"l2"``.
       loss: ``"ce"`` or ``"cw"``.
-      targeted: targeted variant.
+      target: ``None`` (untargeted) or ``int32 [N]`` target labels.
       kappa: confidence of the ``"cw"`` loss (``inf``: unclamped margin).
       box: image domain, ``None`` for none.
 
@@ -60,15 +61,15 @@ def fgsm(
     V.check_choice(norm, "norm", P.NORMS)
     V.check_choice(loss, "loss", B.LOSSES)
     V.check_nonnegative(kappa, "kappa")
-    B.check_attack_inputs(logits_fn, key, x, y, box=box)
+    num_classes = B.check_attack_inputs(logits_fn, key, x, y, box=box)
     x = jnp.asarray(x)
-    y = jnp.asarray(y)
+    y, targeted = B.resolve_target(y, target, num_classes)
 
     def total(z):
         return jnp.sum(B.attack_loss(logits_fn(z), y, loss=loss, targeted=targeted, kappa=kappa))
 
     g = jax.grad(total)(x)
-    tx = B.scale_by_sign() if norm == "linf" else B.normalize_l2()
+    tx = optax.scale_by_sign() if norm == "linf" else B.normalize_l2()
     u, _ = tx.update(g, tx.init(g))
     x_adv = x + jnp.asarray(eps, x.dtype) * u
     if box is not None:

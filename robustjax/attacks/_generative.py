@@ -28,7 +28,7 @@ References:
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,10 +43,14 @@ from robustjax.attacks._nes import nes_gradient
 
 __all__ = [
     "SCHEDULES",
+    "GenerativeAttackResult",
     "abs_latent_attack",
+    "abs_latent_attack_with_info",
     "advt_cw_l2",
     "generative_cw_l2",
+    "generative_cw_l2_with_info",
     "generative_nes_l2",
+    "generative_nes_l2_with_info",
     "make_defensegan_attack",
     "step_size_schedule",
 ]
@@ -95,6 +99,13 @@ def _check_common(steps, max_step, schedule, binary_search_steps, initial_const,
     V.check_nonnegative(kappa, "kappa")
     if box is not None and (len(box) != 2 or not float(box[0]) < float(box[1])):
         raise ValueError(f"`box` must be (lo, hi) with lo < hi or None, got {box!r}.")
+
+
+class GenerativeAttackResult(NamedTuple):
+    """``x_adv`` (``stop_gradient``) and a dict of per-example diagnostics (see each attack)."""
+
+    x_adv: Array
+    info: dict
 
 
 def _min_distortion_search(
@@ -165,19 +176,16 @@ def _min_distortion_search(
     return best_x, {"const": consts, "success": succ, "l2": l2}
 
 
-def _finish(x, y, best_x, info, *, verify_fn, targeted, kappa, return_info):
+def _finish(x, y, best_x, info, *, verify_fn, targeted, kappa):
     if verify_fn is not None:
         score = B.attack_score(verify_fn(best_x), y, targeted=targeted)
         ok = score < -kappa
         best_x = jnp.where(B.bcast(ok, x), best_x, x)
         info = dict(info, verified=ok)
-    best_x = lax.stop_gradient(best_x)
-    if return_info:
-        return best_x, jax.tree.map(lax.stop_gradient, info)
-    return best_x
+    return GenerativeAttackResult(lax.stop_gradient(best_x), jax.tree.map(lax.stop_gradient, info))
 
 
-def generative_cw_l2(
+def generative_cw_l2_with_info(
     logits_fn: LogitsFn,
     key: PRNGKey,
     x: ArrayLike,
@@ -189,11 +197,10 @@ def generative_cw_l2(
     binary_search_steps: int = 5,
     initial_const: float = 1.0,
     kappa: float = 0.0,
-    targeted: bool = False,
+    target: ArrayLike | None = None,
     box: tuple[float, float] | None = (0.0, 1.0),
     verify_fn: LogitsFn | None = None,
-    return_info: bool = False,
-):
+) -> GenerativeAttackResult:
     r"""Minimum-ℓ2 CW-style attack of supplementary §D, gradient from ``logits_fn`` (any mode).
 
     For each constant :math:`\lambda` (per example) it runs ``steps`` sign steps from ``x``
@@ -223,34 +230,34 @@ def generative_cw_l2(
       logits_fn: defended model ``x [N, H, W, C] -> logits [N, K]``, differentiable.
       key: PRNG key (unused: the attack is deterministic; kept for the common signature).
       x: clean images ``float32 [N, H, W, C]`` in ``box``.
-      y: ``int32 [N]`` labels (targets when ``targeted``).
+      y: ``int32 [N]`` true labels.
       steps: ``T`` sign steps per constant.
       max_step: :math:`\eta_{max}` (paper: 0.04).
       schedule: ``"increasing"`` (paper, literal), ``"decreasing"`` or ``"constant"``.
       binary_search_steps: constants tried (paper: 5).
       initial_const: first :math:`\lambda`.
       kappa: CW confidence.
-      targeted: targeted variant.
+      target: ``None`` (untargeted) or ``int32 [N]`` target labels.
       box: image domain or ``None``.
       verify_fn: optional exact model to re-check the result with (one extra forward pass).
-      return_info: also return ``{"const": [S, N], "success": [S, N] bool, "l2": [S, N]}`` per
-        binary-search step (smallest successful ℓ2 for that constant, ``inf`` if none) and
-        ``"verified": [N]`` with ``verify_fn``.
 
     Returns:
-      ``x_adv`` like ``x`` (``stop_gradient``), or ``(x_adv, info)``.
+      ``x_adv`` like ``x`` (``stop_gradient``). :func:`generative_cw_l2_with_info` returns
+      ``GenerativeAttackResult(x_adv, info)`` with ``info = {"const": [S, N], "success": [S, N]
+      bool, "l2": [S, N]}`` per binary-search step (smallest successful ℓ2 for that constant,
+      ``inf`` if none) and ``"verified": [N]`` with ``verify_fn``.
 
     Cost: ``S·(T+1)`` forward and ``S·T`` backward passes of ``logits_fn`` (a DefenseGAN forward is
     ``L·R`` generator passes; the backward per mode, see ``robustjax.implicit``).
     """
     _check_common(steps, max_step, schedule, binary_search_steps, initial_const, kappa, box)
-    B.check_attack_inputs(logits_fn, key, x, y, box=box)
+    num_classes = B.check_attack_inputs(logits_fn, key, x, y, box=box)
     x = jnp.asarray(x)
-    y = jnp.asarray(y)
+    y, targeted = B.resolve_target(y, target, num_classes)
 
     def f_sum(xp):
         logits = logits_fn(xp)
-        return jnp.sum(L.cw_loss(logits, y, kappa=kappa, targeted=targeted)), logits
+        return jnp.sum(L.cw_loss(logits, y, kappa=kappa, target=y if targeted else None)), logits
 
     grad_fn = jax.grad(f_sum, has_aux=True)
 
@@ -263,11 +270,33 @@ def generative_cw_l2(
         oracle, logits_fn, x, y, targeted=targeted, kappa=kappa, steps=steps, max_step=max_step,
         schedule=schedule, binary_search_steps=binary_search_steps, initial_const=initial_const,
         box=box)
-    return _finish(x, y, best_x, info, verify_fn=verify_fn, targeted=targeted, kappa=kappa,
-                   return_info=return_info)
+    return _finish(x, y, best_x, info, verify_fn=verify_fn, targeted=targeted, kappa=kappa)
 
 
-def generative_nes_l2(
+def generative_cw_l2(
+    logits_fn: LogitsFn,
+    key: PRNGKey,
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    steps: int = 100,
+    max_step: float = 0.04,
+    schedule: str = "increasing",
+    binary_search_steps: int = 5,
+    initial_const: float = 1.0,
+    kappa: float = 0.0,
+    target: ArrayLike | None = None,
+    box: tuple[float, float] | None = (0.0, 1.0),
+    verify_fn: LogitsFn | None = None,
+) -> Array:
+    """:func:`generative_cw_l2_with_info` returning only ``x_adv`` (see there for every argument)."""
+    return generative_cw_l2_with_info(logits_fn, key, x, y, steps=steps, max_step=max_step,
+        schedule=schedule, binary_search_steps=binary_search_steps,
+        initial_const=initial_const, kappa=kappa, target=target, box=box,
+        verify_fn=verify_fn).x_adv
+
+
+def generative_nes_l2_with_info(
     logits_fn: LogitsFn,
     key: PRNGKey,
     x: ArrayLike,
@@ -281,10 +310,9 @@ def generative_nes_l2(
     binary_search_steps: int = 5,
     initial_const: float = 1.0,
     kappa: float = 0.0,
-    targeted: bool = False,
+    target: ArrayLike | None = None,
     box: tuple[float, float] | None = (0.0, 1.0),
-    return_info: bool = False,
-):
+) -> GenerativeAttackResult:
     r"""Black-box NES baseline, supplementary §D Eqn (20).
 
     .. math::
@@ -304,11 +332,12 @@ def generative_nes_l2(
       x, y: clean images and labels as in :func:`generative_cw_l2`.
       num_samples: NES population ``n`` (even).
       sigma: NES standard deviation.
-      steps, max_step, schedule, binary_search_steps, initial_const, kappa, targeted, box,
-        return_info: as in :func:`generative_cw_l2`.
+      steps, max_step, schedule, binary_search_steps, initial_const, kappa, target, box: as in
+        :func:`generative_cw_l2`.
 
     Returns:
-      ``x_adv`` (``stop_gradient``), or ``(x_adv, info)``.
+      ``x_adv`` (``stop_gradient``); :func:`generative_nes_l2_with_info` returns
+      ``GenerativeAttackResult(x_adv, info)`` as :func:`generative_cw_l2_with_info`.
 
     Cost: ``S·(T·(n+1)+1)`` forward passes of ``logits_fn``, no backward pass.
     """
@@ -317,12 +346,12 @@ def generative_nes_l2(
     if num_samples % 2:
         raise ValueError(f"`num_samples` must be even (antithetic pairs), got {num_samples}.")
     V.check_positive(sigma, "sigma")
-    B.check_attack_inputs(logits_fn, key, x, y, box=box)
+    num_classes = B.check_attack_inputs(logits_fn, key, x, y, box=box)
     x = jnp.asarray(x)
-    y = jnp.asarray(y)
+    y, targeted = B.resolve_target(y, target, num_classes)
 
     def f(xp):
-        return L.cw_loss(logits_fn(xp), y, kappa=kappa, targeted=targeted)
+        return L.cw_loss(logits_fn(xp), y, kappa=kappa, target=y if targeted else None)
 
     def oracle(xp, s, t):
         logits = logits_fn(xp)
@@ -333,8 +362,31 @@ def generative_nes_l2(
         oracle, logits_fn, x, y, targeted=targeted, kappa=kappa, steps=steps, max_step=max_step,
         schedule=schedule, binary_search_steps=binary_search_steps, initial_const=initial_const,
         box=box)
-    return _finish(x, y, best_x, info, verify_fn=None, targeted=targeted, kappa=kappa,
-                   return_info=return_info)
+    return _finish(x, y, best_x, info, verify_fn=None, targeted=targeted, kappa=kappa)
+
+
+def generative_nes_l2(
+    logits_fn: LogitsFn,
+    key: PRNGKey,
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    num_samples: int = 50,
+    sigma: float = 0.5,
+    steps: int = 100,
+    max_step: float = 0.04,
+    schedule: str = "increasing",
+    binary_search_steps: int = 5,
+    initial_const: float = 1.0,
+    kappa: float = 0.0,
+    target: ArrayLike | None = None,
+    box: tuple[float, float] | None = (0.0, 1.0),
+) -> Array:
+    """:func:`generative_nes_l2_with_info` returning only ``x_adv`` (see there for every argument)."""
+    return generative_nes_l2_with_info(logits_fn, key, x, y, num_samples=num_samples,
+        sigma=sigma, steps=steps, max_step=max_step, schedule=schedule,
+        binary_search_steps=binary_search_steps, initial_const=initial_const, kappa=kappa,
+        target=target, box=box).x_adv
 
 
 def make_defensegan_attack(
@@ -390,7 +442,7 @@ def make_defensegan_attack(
     return functools.partial(generative_cw_l2, model, **akw)
 
 
-def abs_latent_attack(
+def abs_latent_attack_with_info(
     decoder_fn: Callable[[Array], Array],
     key: PRNGKey,
     x: ArrayLike,
@@ -404,8 +456,7 @@ def abs_latent_attack(
     eta_growth: float = 2.0,
     binary_search_steps: int = 5,
     abs_kwargs: Mapping[str, Any] | None = None,
-    return_info: bool = False,
-):
+) -> GenerativeAttackResult:
     r"""ABS latent-space attack, supplementary §D Eqn (22) (Schott et al.'s latent descent).
 
     With :math:`c` the wrong class with the highest ABS score at the current :math:`x'` and
@@ -438,14 +489,14 @@ def abs_latent_attack(
       eta_growth: multiplier of :math:`\eta` (``>= 1``).
       binary_search_steps: bisection steps (5).
       abs_kwargs: further options of ``robustjax.defenses.abs_logits``.
-      return_info: also return ``{"found": [N] bool, "alpha": [N]}``.
 
     Returns:
-      ``x_adv`` like ``x`` (``stop_gradient``), or ``(x_adv, info)``.
+      ``x_adv`` like ``x`` (``stop_gradient``); :func:`abs_latent_attack_with_info` returns
+      ``GenerativeAttackResult(x_adv, {"found": [N] bool, "alpha": [N]})``.
 
     Cost: ``steps + binary_search_steps + 1`` ABS forward passes (each ``K`` latent inferences).
     """
-    from robustjax.defenses import abs_logits
+    from robustjax.defenses import abs_logits_with_latent
 
     V.check_positive_int(num_classes, "num_classes")
     V.check_positive_int(latent_dim, "latent_dim")
@@ -463,11 +514,10 @@ def abs_latent_attack(
     y = jnp.asarray(y)
     kw = dict(abs_kwargs or {})
     kw["mode"] = "bpda"
-    kw.pop("return_latent", None)
 
     def infer(xp):
-        logits, z = abs_logits(decoder_fn, key, xp, num_classes=num_classes,
-                               latent_dim=latent_dim, return_latent=True, **kw)
+        logits, z = abs_logits_with_latent(decoder_fn, key, xp, num_classes=num_classes,
+                                           latent_dim=latent_dim, **kw)
         return lax.stop_gradient(logits), lax.stop_gradient(z)  # z [K, N, d]
 
     def is_adv(logits):
@@ -503,9 +553,29 @@ def abs_latent_attack(
                              (jnp.zeros((n,), x.dtype), jnp.ones((n,), x.dtype)))
     x_adv = jnp.where(B.bcast(found, x), x + B.bcast(alpha, x) * (xp - x), x)
     x_adv = lax.stop_gradient(x_adv)
-    if return_info:
-        return x_adv, {"found": found, "alpha": jnp.where(found, alpha, 0.0)}
-    return x_adv
+    return GenerativeAttackResult(x_adv, {"found": found, "alpha": jnp.where(found, alpha, 0.0)})
+
+
+def abs_latent_attack(
+    decoder_fn: Callable[[Array], Array],
+    key: PRNGKey,
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    num_classes: int,
+    latent_dim: int,
+    steps: int = 75,
+    eta: float = 0.02,
+    increase_every: int = 25,
+    eta_growth: float = 2.0,
+    binary_search_steps: int = 5,
+    abs_kwargs: Mapping[str, Any] | None = None,
+) -> Array:
+    """:func:`abs_latent_attack_with_info` returning only ``x_adv`` (see there for every argument)."""
+    return abs_latent_attack_with_info(decoder_fn, key, x, y, num_classes=num_classes,
+        latent_dim=latent_dim, steps=steps, eta=eta, increase_every=increase_every,
+        eta_growth=eta_growth, binary_search_steps=binary_search_steps,
+        abs_kwargs=abs_kwargs).x_adv
 
 
 def advt_cw_l2(
@@ -532,3 +602,8 @@ def advt_cw_l2(
     return carlini_wagner_l2(logits_fn, key, x, y, steps=steps, learning_rate=learning_rate,
                              binary_search_steps=binary_search_steps,
                              initial_const=initial_const, kappa=kappa)
+
+
+generative_cw_l2.__doc__ = generative_cw_l2_with_info.__doc__
+generative_nes_l2.__doc__ = generative_nes_l2_with_info.__doc__
+abs_latent_attack.__doc__ = abs_latent_attack_with_info.__doc__

@@ -88,7 +88,7 @@ def nes_attack(
     learning_rate: float = 0.01,
     const: float = 1.0,
     kappa: float = 0.0,
-    targeted: bool = False,
+    target: ArrayLike | None = None,
     box: tuple[float, float] | None = (0.0, 1.0),
 ) -> Array:
     r"""Black-box CW-style attack whose classifier gradient is estimated by NES.
@@ -112,14 +112,14 @@ def nes_attack(
       logits_fn: model (queried for values only), ``x [N, ...] -> logits [N, K]``.
       key: PRNG key for the NES samples.
       x: clean inputs ``[N, ...]`` in ``box``.
-      y: ``int32 [N]`` true labels, or targets when ``targeted``.
+      y: ``int32 [N]`` true labels.
       steps: number of updates ``>= 1``.
       num_samples: NES population ``n`` (even; App. D: 50).
       sigma: NES standard deviation (App. D: 0.5 DefenseGAN, 0.1 ABS).
       learning_rate: Adam learning rate ``> 0``.
       const: :math:`\lambda >= 0`, weight of the classification term.
       kappa: CW confidence ``>= 0``.
-      targeted: targeted variant.
+      target: ``None`` (untargeted) or ``int32 [N]`` target labels.
       box: image domain or ``None``.
 
     Returns:
@@ -135,14 +135,15 @@ def nes_attack(
     V.check_positive(learning_rate, "learning_rate")
     V.check_nonnegative(const, "const")
     V.check_nonnegative(kappa, "kappa")
-    B.check_attack_inputs(logits_fn, key, x, y, box=box)
+    num_classes = B.check_attack_inputs(logits_fn, key, x, y, box=box)
+    y, targeted = B.resolve_target(y, target, num_classes)
     x = jnp.asarray(x)
     y = jnp.asarray(y)
     n = x.shape[0]
     opt = optax.adam(learning_rate)
 
     def f(z):
-        return L.cw_loss(logits_fn(z), y, kappa=kappa, targeted=targeted)
+        return L.cw_loss(logits_fn(z), y, kappa=kappa, target=y if targeted else None)
 
     def step(t, carry):
         xp, opt_state, best_d2, best_x = carry

@@ -35,6 +35,7 @@ __all__ = [
     "make_pgd",
     "pgd",
     "pgd_with_trace",
+    "PGDTrace",
     "random_targeted",
     "multi_targeted",
 ]
@@ -46,6 +47,13 @@ class PGDState(NamedTuple):
     x: Array
     opt_state: Any
     count: Array
+
+
+class PGDTrace(NamedTuple):
+    """Result of :func:`pgd_with_trace`: ``x_adv`` like ``x`` and ``losses [steps, N]``."""
+
+    x_adv: Array
+    losses: Array
 
 
 class PGD(NamedTuple):
@@ -62,29 +70,37 @@ class PGD(NamedTuple):
 def make_pgd(
     logits_fn: LogitsFn,
     x_orig: Array,
-    labels: Array,
+    y: Array,
     *,
     eps: float,
     norm: str = "linf",
     step_size: Any = 0.01,
     step_rule: Any = None,
     loss: str = "ce",
-    targeted: bool = False,
+    target: Array | None = None,
     kappa: float = float("inf"),
     box: tuple[float, float] | None = (0.0, 1.0),
+    eot_samples: int | None = None,
+    eot_key: PRNGKey | None = None,
 ) -> PGD:
     """Build the PGD step as a pure ``(init, update)`` pair (STYLE §3).
 
-    ``x_orig`` and ``labels`` are the (possibly restart-tiled) batch the iterate lives around.
-    No validation here: the public functions validate. Cost of ``update``: one forward and one
-    backward pass of ``logits_fn`` on ``[M, ...]``.
+    ``x_orig`` and ``y`` (true labels) are the (possibly restart-tiled) batch the iterate lives
+    around; with ``target`` (``int [M]``) the step descends the loss of the target instead. With
+    ``eot_samples=S`` the model is randomized, ``logits_fn(key, x)``, and step ``t`` averages
+    ``S`` fresh draws keyed from ``fold_in(eot_key, t)``. No validation here: the public
+    functions validate. Cost of ``update``: ``S`` forward and backward passes of ``logits_fn``
+    on ``[M, ...]`` (``S = 1`` without EOT).
     """
     tx = B.step_rule_transform(step_rule, norm)
     lr = B.resolve_step_size(step_size)
+    targeted = target is not None
+    labels = target if targeted else y
+    model = B.eot_logits(logits_fn, eot_key, eot_samples)
 
-    def total_loss(x):
+    def total_loss(x, count):
         per_example = B.attack_loss(
-            logits_fn(x), labels, loss=loss, targeted=targeted, kappa=kappa
+            model(x, count), labels, loss=loss, targeted=targeted, kappa=kappa
         )
         return jnp.sum(per_example), per_example
 
@@ -94,7 +110,7 @@ def make_pgd(
         return PGDState(x=x_start, opt_state=tx.init(x_start), count=jnp.zeros([], jnp.int32))
 
     def update(state: PGDState) -> tuple[PGDState, Array]:
-        g, per_example = grad_fn(state.x)
+        g, per_example = grad_fn(state.x, state.count)
         u, opt_state = tx.update(g, state.opt_state, state.x)
         eta = jnp.asarray(lr(state.count), state.x.dtype)
         x = P.project(state.x + eta * u, x_orig, eps=eps, norm=norm, box=box)
@@ -106,10 +122,48 @@ def make_pgd(
 _MAX_AUTO_UNROLL = 100
 
 
-def resolve_unroll(unroll: int | bool | None, steps: int) -> int | bool:
-    """The loop unroll factor: ``unroll`` if given, else the backend-dependent default."""
+def _jaxpr_has_conv(jaxpr: Any) -> bool:
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated":
+            return True
+        for value in eqn.params.values():
+            subs = value if isinstance(value, (list, tuple)) else (value,)
+            for sub in subs:
+                inner = getattr(sub, "jaxpr", sub)  # ClosedJaxpr -> Jaxpr
+                if hasattr(inner, "eqns") and _jaxpr_has_conv(inner):
+                    return True
+    return False
+
+
+def model_uses_convolution(logits_fn: Any, x: Any) -> bool:
+    """Whether ``logits_fn(x)`` contains a convolution (one abstract trace; no FLOPs).
+
+    Used by :func:`resolve_unroll`. Returns ``False`` when the model cannot be traced alone.
+    """
+    try:
+        spec = jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))
+        return _jaxpr_has_conv(jax.make_jaxpr(logits_fn)(spec).jaxpr)
+    except Exception:  # noqa: BLE001 - a heuristic must never break an attack
+        return False
+
+
+def resolve_unroll(unroll: int | bool | None, steps: int, *, conv: bool | None = None
+                   ) -> int | bool:
+    """The loop unroll factor: ``unroll`` if given, else the measured default.
+
+    Default (``unroll=None``): a rolled loop (``1``), except on the CPU backend for a model with
+    a convolution (``conv=True``, see :func:`model_uses_convolution`) and ``steps <= 100``,
+    which is fully unrolled. Measured with ``experiments/benchmarks/unroll.py`` (XLA:CPU,
+    batch 64, jax 0.10): the quickstart's MNIST CNN ran a PGD step 3.5-5.5x faster unrolled
+    (7 and 40 steps) and reached its first PGD-40 result sooner too (23 s vs 33 s), while the
+    784-512-10 MLP was 2x faster rolled in steady state and 1.5-28x faster to the first result
+    (PGD-100 unrolled: 233 s to compile and run once vs 8 s rolled). Accelerators use the rolled
+    loop.
+    """
     if unroll is None:
-        return steps if (jax.default_backend() == "cpu" and steps <= _MAX_AUTO_UNROLL) else 1
+        if conv and jax.default_backend() == "cpu" and steps <= _MAX_AUTO_UNROLL:
+            return steps
+        return 1
     return unroll
 
 
@@ -171,6 +225,7 @@ def _run(
     box: tuple[float, float] | None,
     trace: bool,
     unroll: int | bool | None,
+    eot_samples: int | None = None,
 ) -> tuple[Array, Array | None]:
     """PGD with ``restarts`` runs folded into the batch; keeps, per example, the best run.
 
@@ -198,16 +253,23 @@ def _run(
     y_tiled = jnp.tile(labels, restarts)
     x_start = x_start.reshape((restarts * n,) + x.shape[1:])
 
-    unroll = resolve_unroll(unroll, steps)
+    eot_key = jax.random.fold_in(key, restarts + 1) if eot_samples is not None else None
+    if unroll is None:
+        view = logits_fn if eot_samples is None else (lambda v: logits_fn(eot_key, v))
+        unroll = resolve_unroll(None, steps, conv=model_uses_convolution(view, x_start))
+    else:
+        unroll = resolve_unroll(unroll, steps)
     attack = make_pgd(
         logits_fn, x_tiled, y_tiled, eps=eps, norm=norm, step_size=step_size,
-        step_rule=step_rule, loss=loss, targeted=targeted, kappa=kappa, box=box,
+        step_rule=step_rule, loss=loss, target=y_tiled if targeted else None, kappa=kappa,
+        box=box, eot_samples=eot_samples, eot_key=eot_key,
     )
     state, losses = run_steps(attack.update, attack.init(x_start), steps, unroll, trace=trace)
     x_all = state.x
     if restarts == 1:
         return x_all, losses
-    scores = B.attack_score(logits_fn(x_all), y_tiled, targeted=targeted).reshape(restarts, n)
+    final_logits = B.eot_logits(logits_fn, eot_key, eot_samples)(x_all, steps)
+    scores = B.attack_score(final_logits, y_tiled, targeted=targeted).reshape(restarts, n)
     best = jnp.argmin(scores, axis=0)  # [N]
     x_all = x_all.reshape((restarts, n) + x.shape[1:])
     x_best = jnp.take_along_axis(x_all, B.bcast(best[None], x_all), axis=0)[0]
@@ -223,7 +285,7 @@ _DOC_ARGS = """
         (no batch-norm in training mode): restarts/targets are folded into its batch.
       key: PRNG key for the random start(s).
       x: clean inputs ``float32 [N, H, W, C]`` (or ``[N, D]``) inside ``box``.
-      y: ``int32 [N]`` true labels (untargeted) or target labels (``targeted=True``).
+      y: ``int32 [N]`` true labels.
       eps: ball radius, ``>= 0``: a Python number, or a scalar array — traced values are
         allowed, so an ε ramp-up inside a jitted training step does not recompile (see
         ``robustjax.training.adversarial_objective(eps_schedule=...)``).
@@ -237,17 +299,19 @@ _DOC_ARGS = """
         example), ``"adam"`` (``optax.scale_by_adam()``, Qin et al.) or any
         ``optax.GradientTransformation`` applied to the ascent gradient.
       loss: ``"ce"`` (cross-entropy) or ``"cw"`` (logit margin, clamped at ``-kappa``).
-      targeted: descend the loss of the target ``y`` instead of ascending that of the true ``y``.
+      target: ``None`` (untargeted: ascend the loss of the true ``y``) or ``int32 [N]`` target
+        labels: descend the loss of ``target`` instead (a targeted attack).
       kappa: confidence of the ``"cw"`` loss; the default ``inf`` is the unclamped margin.
       random_start: start from a uniform random point of the ε-ball (clipped to ``box``).
       restarts: number of random starts ``R``, run batched (folded into the batch); per
         example the run with the lowest final margin score is kept.
       box: image domain ``(lo, hi)``; ``None`` for no box.
+      eot_samples: ``None`` for a deterministic ``logits_fn(x)``; an integer ``S`` for a
+        randomized model ``logits_fn(key, x)``: every step averages ``S`` fresh draws (EOT; keys
+        folded from ``key`` and the step), and restarts are ranked on ``S`` further draws.
       unroll: unroll factor of the step loop (a speed knob; results are identical).
-        ``None`` (default): fully unrolled on the CPU backend when ``steps <= 100``, else 1.
-        Reason: XLA:CPU (jax 0.10) ran the Madry MNIST CNN's step 2–3× slower inside a
-        ``while`` loop than unrolled (batch 32, 64, 256; unroll 2 or 4 did not help), at the
-        price of a compile time growing with ``steps`` (PGD-40: ~35 s vs ~11 s under load).
+        ``None`` (default): the measured rule of :func:`resolve_unroll` — a rolled loop, except
+        a convolutional model on CPU with ``steps <= 100``, which is fully unrolled.
 """
 
 
@@ -263,11 +327,12 @@ def pgd(
     step_size: Any = None,
     step_rule: Any = None,
     loss: str = "ce",
-    targeted: bool = False,
+    target: ArrayLike | None = None,
     kappa: float = float("inf"),
     random_start: bool = True,
     restarts: int = 1,
     box: tuple[float, float] | None = (0.0, 1.0),
+    eot_samples: int | None = None,
     unroll: int | bool | None = None,
 ) -> Array:
     """Projected gradient descent attack (ℓ∞ / ℓ2), optionally targeted and with restarts.
@@ -292,8 +357,9 @@ def pgd(
     """
     x_adv, _ = _pgd_impl(
         logits_fn, key, x, y, eps=eps, norm=norm, steps=steps, step_size=step_size,
-        step_rule=step_rule, loss=loss, targeted=targeted, kappa=kappa,
+        step_rule=step_rule, loss=loss, target=target, kappa=kappa,
         random_start=random_start, restarts=restarts, box=box, trace=False, unroll=unroll,
+        eot_samples=eot_samples,
     )
     return x_adv
 
@@ -313,39 +379,44 @@ def pgd_with_trace(
     step_size: Any = None,
     step_rule: Any = None,
     loss: str = "ce",
-    targeted: bool = False,
+    target: ArrayLike | None = None,
     kappa: float = float("inf"),
     random_start: bool = True,
     restarts: int = 1,
     box: tuple[float, float] | None = (0.0, 1.0),
+    eot_samples: int | None = None,
     unroll: int | bool | None = None,
-) -> tuple[Array, Array]:
+) -> PGDTrace:
     """:func:`pgd` that also returns the per-step attack loss, for gradient-masking checks.
 
-    Same arguments and result as :func:`pgd` (same key → same ``x_adv``), plus ``trace
-    [steps, N]``: ``trace[t]`` is the attack loss :math:`L_{att}` (the quantity being
-    ascended; for ``targeted`` minus the target loss) at iterate ``t`` before its step, for the
+    Same arguments as :func:`pgd`; returns ``PGDTrace(x_adv, losses)``: ``x_adv`` as :func:`pgd`
+    (same key → same ``x_adv``), and ``losses [steps, N]``: ``trace[t]`` is the attack loss :math:`L_{att}` (the quantity being
+    ascended; with ``target`` minus the target loss) at iterate ``t`` before its step, for the
     run kept per example. Uses ``lax.scan``. Cost as :func:`pgd`.
     """
     x_adv, losses = _pgd_impl(
         logits_fn, key, x, y, eps=eps, norm=norm, steps=steps, step_size=step_size,
-        step_rule=step_rule, loss=loss, targeted=targeted, kappa=kappa,
+        step_rule=step_rule, loss=loss, target=target, kappa=kappa,
         random_start=random_start, restarts=restarts, box=box, trace=True, unroll=unroll,
+        eot_samples=eot_samples,
     )
-    return x_adv, jax.lax.stop_gradient(losses)
+    return PGDTrace(x_adv, jax.lax.stop_gradient(losses))
 
 
-def _pgd_impl(logits_fn, key, x, y, *, eps, norm, steps, step_size, step_rule, loss, targeted,
-              kappa, random_start, restarts, box, trace, unroll):
+def _pgd_impl(logits_fn, key, x, y, *, eps, norm, steps, step_size, step_rule, loss, target,
+              kappa, random_start, restarts, box, trace, unroll, eot_samples=None):
     _check_common(eps, steps, norm, loss, restarts, random_start, step_size, kappa)
     if unroll is not None and not isinstance(unroll, bool):
         V.check_positive_int(unroll, "unroll")
     B.step_rule_transform(step_rule, norm)  # validates the name
-    B.check_attack_inputs(logits_fn, key, x, y, box=box)
+    k = B.check_attack_inputs(B.check_eot(logits_fn, key, eot_samples), key, x, y, box=box)
+    if target is not None:
+        V.check_labels(target, "target", batch_size=jnp.shape(x)[0], num_classes=k)
     x_adv, losses = _run(
-        logits_fn, key, x, y, eps=eps, norm=norm, steps=steps, step_size=step_size,
-        step_rule=step_rule, loss=loss, targeted=targeted, kappa=kappa,
-        random_start=random_start, restarts=restarts, box=box, trace=trace, unroll=unroll,
+        logits_fn, key, x, y if target is None else target, eps=eps, norm=norm, steps=steps,
+        step_size=step_size, step_rule=step_rule, loss=loss, targeted=target is not None,
+        kappa=kappa, random_start=random_start, restarts=restarts, box=box, trace=trace,
+        unroll=unroll, eot_samples=eot_samples,
     )
     return jax.lax.stop_gradient(x_adv), losses
 
@@ -384,8 +455,8 @@ def random_targeted(
     shift = jax.random.randint(jax.random.fold_in(key, 1), y.shape, 1, k, dtype=y.dtype)
     target = (y + shift) % k
     x_adv, _ = _pgd_impl(
-        logits_fn, jax.random.fold_in(key, 0), x, target, eps=eps, norm=norm, steps=steps,
-        step_size=step_size, step_rule=step_rule, loss=loss, targeted=True, kappa=kappa,
+        logits_fn, jax.random.fold_in(key, 0), x, y, eps=eps, norm=norm, steps=steps,
+        step_size=step_size, step_rule=step_rule, loss=loss, target=target, kappa=kappa,
         random_start=random_start, restarts=restarts, box=box, trace=False, unroll=unroll,
     )
     return x_adv
@@ -457,10 +528,11 @@ def multi_targeted(
         big_t = jnp.tile(targets.reshape(-1), restarts)
         attack = make_pgd(
             logits_fn, big_x, big_t, eps=eps, norm=norm, step_size=step_size,
-            step_rule=step_rule, loss=loss, targeted=True, kappa=kappa, box=box,
+            step_rule=step_rule, loss=loss, target=big_t, kappa=kappa, box=box,
         )
+        conv = model_uses_convolution(logits_fn, x_start) if unroll is None else None
         state, _ = run_steps(attack.update, attack.init(x_start), steps,
-                             resolve_unroll(unroll, steps))
+                             resolve_unroll(unroll, steps, conv=conv))
         x_all = state.x
         m = restarts * (k - 1)
     else:

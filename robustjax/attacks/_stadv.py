@@ -36,34 +36,36 @@ import jax.numpy as jnp
 import optax
 
 from robustjax._src import validation as V
+from robustjax.attacks import _base as B
 from robustjax._src.types import Array, ArrayLike, LogitsFn, PRNGKey
 from robustjax.losses import cw_loss
 from robustjax.spatial import flow_loss
 from robustjax.spatial import warp  # noqa: E402
 
-__all__ = ["stadv", "stadv_flow", "stadv_tau_sweep", "StadvSweep"]
+__all__ = ["stadv", "stadv_flow", "stadv_tau_sweep", "StadvResult", "StadvSweep"]
 
 OPTIMIZERS = ("lbfgs", "adam")
 LINESEARCHES = ("backtracking", "zoom")
 
 
 def _check(logits_fn, key, x, y, tau, steps, optimizer, kappa, learning_rate, init_std,
-           memory_size, linesearch, smoothing, flow_form="stadv") -> None:
+           memory_size, linesearch, smoothing, flow_form="stadv") -> int:
     if not callable(logits_fn):
         raise ValueError("`logits_fn` must be callable.")
     V.check_key(key, "key")
-    V.check_images(x, "x")
-    V.check_labels(y, "y", batch_size=jnp.shape(x)[0])
-    V.check_nonnegative(tau, "tau")
+    k = B.check_attack_inputs(logits_fn, key, x, y)
+    V.check_rank(x, "x", 4)
+    V.check_nonnegative_value(tau, "tau")
     V.check_positive_int(steps, "steps")
     V.check_choice(optimizer, "optimizer", OPTIMIZERS)
-    V.check_nonnegative(kappa, "kappa")
+    V.check_nonnegative_value(kappa, "kappa")
     V.check_positive(learning_rate, "learning_rate")
     V.check_nonnegative(init_std, "init_std")
     V.check_positive_int(memory_size, "memory_size")
     V.check_choice(linesearch, "linesearch", LINESEARCHES)
     V.check_nonnegative(smoothing, "smoothing")
     V.check_choice(flow_form, "flow_form", ("stadv", "stadv_pixel"))
+    return k
 
 
 def _objective(logits_fn: LogitsFn, x: Array, y: Array, tau: Array, kappa: float,
@@ -73,7 +75,7 @@ def _objective(logits_fn: LogitsFn, x: Array, y: Array, tau: Array, kappa: float
 
     def obj(flow):
         logits = logits_fn(warp(x, flow))
-        return (cw_loss(logits, y, kappa=kappa, targeted=targeted)
+        return (cw_loss(logits, y, kappa=kappa, target=y if targeted else None)
                 + tau * flow_loss(flow, form=flow_form, smoothing=smoothing))
 
     return obj
@@ -178,7 +180,7 @@ def stadv_flow(
     steps: int = 50,
     optimizer: str = "lbfgs",
     kappa: float = 0.0,
-    targeted: bool = False,
+    target: ArrayLike | None = None,
     learning_rate: float = 0.01,
     init_std: float = 0.0,
     memory_size: int = 10,
@@ -186,18 +188,19 @@ def stadv_flow(
     smoothing: float = 0.1,
     flow_form: str = "stadv",
     keep_best: bool = False,
-) -> tuple[Array, Array]:
+) -> StadvResult:
     r"""stAdv returning both the adversarial images and the flow.
 
     Args:
       logits_fn: model, ``[N, H, W, C] -> [N, K]``.
       key: PRNG key (used only when ``init_std > 0``: Gaussian initial flow).
-      x: images ``[N, H, W, C]`` in ``[0, 1]``; y: ``int32 [N]`` true (or target) labels.
+      x: images ``[N, H, W, C]`` in ``[0, 1]``; y: ``int32 [N]`` true labels.
       tau: weight :math:`\tau` of the flow loss (0.05 in Xiao et al.).
       steps: optimiser iterations (L-BFGS iterations each include a line search of up to 20
         objective evaluations).
       optimizer: ``"lbfgs"`` (per-example, see module docstring) or ``"adam"``.
-      kappa: CW confidence :math:`\kappa \ge 0`; targeted: ``y`` are targets.
+      kappa: CW confidence :math:`\kappa \ge 0`; target: ``None`` (untargeted) or
+        ``int32 [N]`` target labels.
       learning_rate: Adam step size (ignored by L-BFGS); init_std: std of the initial flow.
       memory_size: L-BFGS history length.
       linesearch: L-BFGS line search, ``"backtracking"`` (Armijo) or ``"zoom"`` (strong Wolfe).
@@ -225,15 +228,16 @@ def stadv_flow(
     References:
       Xiao et al., *Spatially Transformed Adversarial Examples*, ICLR 2018, Eqns 1-4.
     """
-    _check(logits_fn, key, x, y, tau, steps, optimizer, kappa, learning_rate, init_std,
-           memory_size, linesearch, smoothing, flow_form)
+    k = _check(logits_fn, key, x, y, tau, steps, optimizer, kappa, learning_rate, init_std,
+               memory_size, linesearch, smoothing, flow_form)
     x = jnp.asarray(x)
-    flow = _stadv_impl(logits_fn, key, x, jnp.asarray(y), jnp.asarray(tau, x.dtype),
+    y, targeted = B.resolve_target(y, target, k)
+    flow = _stadv_impl(logits_fn, key, x, y, jnp.asarray(tau, x.dtype),
                        steps=steps, optimizer=optimizer, kappa=kappa, targeted=targeted,
                        learning_rate=learning_rate, init_std=init_std,
                        memory_size=memory_size, linesearch=linesearch,
                        smoothing=smoothing, flow_form=flow_form, keep_best=keep_best)
-    return jax.lax.stop_gradient(warp(x, flow)), flow
+    return StadvResult(jax.lax.stop_gradient(warp(x, flow)), flow)
 
 
 def stadv(
@@ -246,7 +250,7 @@ def stadv(
     steps: int = 50,
     optimizer: str = "lbfgs",
     kappa: float = 0.0,
-    targeted: bool = False,
+    target: ArrayLike | None = None,
     learning_rate: float = 0.01,
     init_std: float = 0.0,
     memory_size: int = 10,
@@ -261,10 +265,18 @@ def stadv(
     Arguments as in :func:`stadv_flow`. Returns ``stop_gradient(x_adv)`` ``[N, H, W, C]``.
     """
     return stadv_flow(logits_fn, key, x, y, tau=tau, steps=steps, optimizer=optimizer,
-                      kappa=kappa, targeted=targeted, learning_rate=learning_rate,
+                      kappa=kappa, target=target, learning_rate=learning_rate,
                       init_std=init_std, memory_size=memory_size,
                       linesearch=linesearch, smoothing=smoothing, flow_form=flow_form,
                       keep_best=keep_best)[0]
+
+
+class StadvResult(NamedTuple):
+    """Result of :func:`stadv_flow`: ``x_adv [N, H, W, C]`` (``stop_gradient``) and the flow
+    ``[N, H, W, 2]``."""
+
+    x_adv: Array
+    flow: Array
 
 
 class StadvSweep(NamedTuple):
@@ -293,7 +305,7 @@ def stadv_tau_sweep(
     steps: int = 50,
     optimizer: str = "lbfgs",
     kappa: float = 0.0,
-    targeted: bool = False,
+    target: ArrayLike | None = None,
     learning_rate: float = 0.01,
     init_std: float = 0.0,
     memory_size: int = 10,
@@ -313,10 +325,10 @@ def stadv_tau_sweep(
         raise ValueError("`taus` must be a non-empty sequence.")
     for t in taus:
         V.check_nonnegative(t, "taus")
-    _check(logits_fn, key, x, y, 0.0, steps, optimizer, kappa, learning_rate, init_std,
-           memory_size, linesearch, smoothing, flow_form)
+    k = _check(logits_fn, key, x, y, 0.0, steps, optimizer, kappa, learning_rate, init_std,
+               memory_size, linesearch, smoothing, flow_form)
     x = jnp.asarray(x)
-    y = jnp.asarray(y)
+    y, targeted = B.resolve_target(y, target, k)
     tarr = jnp.asarray(taus, x.dtype)
 
     def one(t):

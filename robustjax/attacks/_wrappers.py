@@ -85,11 +85,16 @@ def eot(
 
     The gradient of :math:`\bar f` is the Monte-Carlo EOT gradient
     :math:`\mathbb{E}_t[\nabla_x f(t, x)]`. Draws are evaluated with ``jax.vmap`` (batched, no
-    Python loop), so ``fn`` must be vmappable over its key. To attack with it, bind a key:
-    ``logits_fn = lambda x: eot(randomized_logits, num_samples=10)(key, x)`` — every attack
-    step then averages over the same ``S`` draws (a sample-average approximation of the
-    expectation; use a larger ``S`` for less bias). Combine with :func:`bpda` inside ``fn`` for
-    randomized *and* non-differentiable defenses.
+    Python loop), so ``fn`` must be vmappable over its key.
+
+    **To attack a randomized model, do not bind a key here**: pass the key-taking model to the
+    attack with ``eot_samples`` (``attacks.pgd(randomized_logits, key, x, y, eps=...,
+    eot_samples=10)``, likewise ``apgd`` and ``evaluation.autoattack(version="rand")``), which
+    draws ``S`` fresh samples at every step. Binding one key
+    (``lambda x: eot(fn, num_samples=S)(key, x)``) makes every step reuse the same ``S`` draws,
+    a sample-average approximation that overfits those draws. This wrapper is for losses and
+    measures outside the attacks (e.g. an EOT estimate of accuracy). Combine with :func:`bpda`
+    inside ``fn`` for randomized *and* non-differentiable defenses.
 
     Args:
       fn: ``fn(key, x) -> array`` (e.g. logits ``[N, K]`` of a randomized defense).

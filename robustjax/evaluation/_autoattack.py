@@ -64,7 +64,7 @@ class AutoAttackResult(NamedTuple):
 
 
 def autoattack_members(
-    version: str, *, eps: Any, norm: str, num_classes: int, n_iter: int = 100,
+    version: str, *, eps: Any, norm: str, num_classes: int, steps: int = 100,
     n_queries: int = 5000, eot_samples: int = 20,
 ) -> dict[str, Callable[..., Any]]:
     """The members of an AutoAttack ``version`` as ``{name: attack(logits_fn, key, x, y)}``.
@@ -75,10 +75,10 @@ def autoattack_members(
     ``"rand"``: APGD-CE and APGD-DLR with EOT over 20 draws, for a randomized
     ``logits_fn(key, x)``. The number of targets is ``min(9, K − 1)``. FAB and Square are
     imported here (lazily), so a missing one fails only when its version is asked for.
-    ``n_iter`` (APGD and FAB iterations), ``n_queries`` (Square) and ``eot_samples`` default to
+    ``steps`` (APGD and FAB iterations), ``n_queries`` (Square) and ``eot_samples`` default to
     the paper's values; lower them only for smoke runs, and label such a column as a deviation.
     """
-    V.check_positive_int(n_iter, "n_iter")
+    V.check_positive_int(steps, "steps")
     V.check_positive_int(n_queries, "n_queries")
     V.check_positive_int(eot_samples, "eot_samples")
     # pylint: disable=g-import-not-at-top
@@ -90,25 +90,23 @@ def autoattack_members(
     common = dict(eps=eps, norm=norm)
     if version == "rand":
         return {
-            "apgd-ce": p(A.apgd, n_iter=n_iter, loss="ce", eot_samples=eot_samples, **common),
-            "apgd-dlr": p(A.apgd, n_iter=n_iter, loss="dlr", eot_samples=eot_samples, **common),
+            "apgd-ce": p(A.apgd, steps=steps, loss="ce", eot_samples=eot_samples, **common),
+            "apgd-dlr": p(A.apgd, steps=steps, loss="dlr", eot_samples=eot_samples, **common),
         }
     if version == "standard":
         return {
-            "apgd-ce": p(A.apgd, n_iter=n_iter, loss="ce", restarts=1, **common),
-            "apgd-t": p(A.apgd_targeted, n_iter=n_iter, n_target_classes=nt, restarts=1, **common),
-            "fab-t": p(A.fab, n_iter=n_iter, n_target_classes=nt, restarts=1, targeted=True,
-                       **common),
+            "apgd-ce": p(A.apgd, steps=steps, loss="ce", restarts=1, **common),
+            "apgd-t": p(A.apgd_targeted, steps=steps, n_target_classes=nt, restarts=1, **common),
+            "fab-t": p(A.fab, steps=steps, n_target_classes=nt, restarts=1, **common),
             "square": p(A.square, n_queries=n_queries, restarts=1, **common),
         }
     return {
-        "apgd-ce": p(A.apgd, n_iter=n_iter, loss="ce", restarts=5, **common),
-        "apgd-dlr": p(A.apgd, n_iter=n_iter, loss="dlr", restarts=5, **common),
-        "fab": p(A.fab, n_iter=n_iter, restarts=5, targeted=False, **common),
+        "apgd-ce": p(A.apgd, steps=steps, loss="ce", restarts=5, **common),
+        "apgd-dlr": p(A.apgd, steps=steps, loss="dlr", restarts=5, **common),
+        "fab": p(A.fab, steps=steps, restarts=5, n_target_classes=None, **common),
         "square": p(A.square, n_queries=n_queries, restarts=5, **common),
-        "apgd-t": p(A.apgd_targeted, n_iter=n_iter, n_target_classes=nt, restarts=1, **common),
-        "fab-t": p(A.fab, n_iter=n_iter, n_target_classes=nt, restarts=1, targeted=True,
-                   **common),
+        "apgd-t": p(A.apgd_targeted, steps=steps, n_target_classes=nt, restarts=1, **common),
+        "fab-t": p(A.fab, steps=steps, n_target_classes=nt, restarts=1, **common),
     }
 
 
@@ -146,7 +144,7 @@ def autoattack(
     attacks: Mapping[str, Callable[..., Any]] | None = None,
     box: tuple[float, float] = (0.0, 1.0),
     jit: bool = True,
-    n_iter: int = 100,
+    steps: int = 100,
     n_queries: int = 5000,
 ) -> AutoAttackResult:
     """AutoAttack robust accuracy: each member attacks only the points still robust.
@@ -177,11 +175,11 @@ def autoattack(
       batch_size: largest chunk per call (default ``min(N, 500)``).
       progress: show a progress bar per member.
       attacks: optional override ``{name: attack(logits_fn, key, x, y) -> x_adv}`` (library
-        signature with hyperparameters bound, e.g. ``partial(apgd, eps=0.3, n_iter=20)``);
+        signature with hyperparameters bound, e.g. ``partial(apgd, eps=0.3, steps=20)``);
         replaces the version's members (for ablations and tests).
       box: image domain (validated; members keep their outputs inside it).
       jit: compile each member (``jax.jit``) per bucket size.
-      n_iter, n_queries: budgets of the version's members (APGD/FAB iterations, Square
+      steps, n_queries: budgets of the version's members (APGD/FAB iterations, Square
         queries); the defaults are the paper's — lower them only for smoke runs and label
         the result as a deviation.
 
@@ -226,7 +224,7 @@ def autoattack(
     num_classes = int(out.shape[1])
     V.check_labels(y, "y", batch_size=n, num_classes=num_classes)
     members = dict(attacks) if attacks is not None else autoattack_members(
-        version, eps=eps, norm=norm, num_classes=num_classes, n_iter=n_iter,
+        version, eps=eps, norm=norm, num_classes=num_classes, steps=steps,
         n_queries=n_queries)
     for name, a in members.items():
         if not isinstance(name, str) or not callable(a):
@@ -312,7 +310,7 @@ def autoattack_fn(
     norm: str = "linf",
     version: str = "standard",
     attacks: Mapping[str, Callable[..., Any]] | None = None,
-    n_iter: int = 100,
+    steps: int = 100,
     n_queries: int = 5000,
 ) -> Callable[[PRNGKey, Any, Any], Any]:
     """AutoAttack as one pure function ``(key, x, y) -> x_adv``: jit-, vmap-able, batch-wise.
@@ -343,7 +341,7 @@ def autoattack_fn(
         y = jnp.asarray(y)
         k = int(jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1])
         members = dict(attacks) if attacks is not None else autoattack_members(
-            version, eps=eps, norm=norm, num_classes=k, n_iter=n_iter, n_queries=n_queries)
+            version, eps=eps, norm=norm, num_classes=k, steps=steps, n_queries=n_queries)
         robust = jnp.argmax(logits_fn(x), axis=-1) == y
         x_adv = x
         for name, attack in members.items():

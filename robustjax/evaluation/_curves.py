@@ -36,8 +36,8 @@ class Curve(NamedTuple):
 
 def accuracy_vs_eps(
     logits_fn: LogitsFn,
-    images: ArrayLike,
-    labels: ArrayLike,
+    x: ArrayLike,
+    y: ArrayLike,
     attack_factory: Callable[[float], BoundAttack],
     eps_values: Sequence[float],
     *,
@@ -54,7 +54,7 @@ def accuracy_vs_eps(
 
     Args:
       logits_fn: model ``[B, H, W, C] -> [B, K]``.
-      images: ``float32 [N, H, W, C]``; labels: ``int32 [N]``.
+      x: ``float32 [N, H, W, C]``; y: ``int32 [N]``.
       attack_factory: ``eps -> bound_attack(key, x, y) -> x_adv``.
       eps_values: ``[M]`` budgets (each ≥ 0).
       key: PRNG key.
@@ -68,7 +68,7 @@ def accuracy_vs_eps(
     all ε** when ``attack_factory`` accepts a traced ε (every robustjax ℓp attack does: ε is then
     an argument of one compiled attack); otherwise one compilation per ε.
     """
-    images, labels = _check_dataset(images, labels)
+    x, y = _check_dataset(x, y, logits_fn)
     V.check_positive_int(batch_size, "batch_size")
     V.check_key(key, "key")
     eps_values = list(eps_values)
@@ -77,14 +77,14 @@ def accuracy_vs_eps(
     for e in eps_values:
         V.check_nonnegative(e, "eps_values")
     names = [f"eps={i}" for i in range(len(eps_values))]
-    shared = _traced_eps_attack(attack_factory, images, labels, batch_size) if jit else None
+    shared = _traced_eps_attack(attack_factory, x, y, batch_size) if jit else None
     if shared is not None:  # one compiled attack, eps an argument
         attacks = {n: functools.partial(shared, jnp.float32(e)) for n, e in zip(names, eps_values)}
         jit = False  # the attack is compiled already; only the forward pass runs eagerly
     else:
         attacks = {n: attack_factory(e) for n, e in zip(names, eps_values)}
     # one pass over the data, one clean evaluation; every eps gets the same keys
-    rep = _evaluate(logits_fn, images, labels, attacks,
+    rep = _evaluate(logits_fn, x, y, attacks,
                     key_fn=lambda name, b: attack_key(key, "accuracy_vs_eps", b),
                     batch_size=batch_size, progress=progress, jit=jit, desc="accuracy_vs_eps")
     acc = rep.robust_accuracy
@@ -166,8 +166,8 @@ def accuracy_at_distortion(
 
 def accuracy_vs_distortion(
     logits_fn: LogitsFn,
-    images: ArrayLike,
-    labels: ArrayLike,
+    x: ArrayLike,
+    y: ArrayLike,
     x_adv: ArrayLike,
     *,
     norm: str = "l2",
@@ -176,14 +176,14 @@ def accuracy_vs_distortion(
 ) -> Curve:
     """Accuracy–distortion curve of a minimum-norm attack's outputs ``x_adv`` (e.g. CW ℓ2).
 
-    Evaluates ``logits_fn`` on ``images`` and ``x_adv`` (in jitted batches of ``batch_size``,
+    Evaluates ``logits_fn`` on ``x`` and ``x_adv`` (in jitted batches of ``batch_size``,
     the last one padded) and applies :func:`accuracy_at_distortion` with the per-example
     ``norm`` distortion ``‖x_adv − x‖``.
 
     Args:
       logits_fn: model ``[B, H, W, C] -> [B, K]``.
-      images: clean ``float32 [N, H, W, C]``; labels: ``int32 [N]``.
-      x_adv: ``[N, H, W, C]`` adversarial images (one per example).
+      x: clean ``float32 [N, H, W, C]``; y: ``int32 [N]``.
+      x_adv: ``[N, H, W, C]`` adversarial x (one per example).
       norm: ``"l2"`` or ``"linf"``.
       thresholds: ``[M]`` budgets; default as in :func:`accuracy_at_distortion`.
       batch_size: evaluation batch size.
@@ -193,13 +193,13 @@ def accuracy_vs_distortion(
     """
     V.check_choice(norm, "norm", ("linf", "l2"))
     V.check_positive_int(batch_size, "batch_size")
-    images, labels = _check_dataset(images, labels)
+    x, y = _check_dataset(x, y, logits_fn)
     V.check_images(x_adv, "x_adv", box=None)
     x_adv = np.asarray(x_adv, np.float32)
-    if x_adv.shape != images.shape:
+    if x_adv.shape != x.shape:
         raise ValueError(
-            f"`x_adv` must have the shape of `images`, got {x_adv.shape} and {images.shape}.")
-    n = images.shape[0]
+            f"`x_adv` must have the shape of `x`, got {x_adv.shape} and {x.shape}.")
+    n = x.shape[0]
     bs = min(batch_size, n)
 
     @jax.jit
@@ -213,7 +213,7 @@ def accuracy_vs_distortion(
     d = np.zeros((n,), np.float32)
     for _, start, stop in iterate_batches(n, bs):
         m = stop - start
-        cb, ab, db = evaluate(_pad(images[start:stop], bs), _pad(x_adv[start:stop], bs),
-                              _pad(labels[start:stop], bs))
+        cb, ab, db = evaluate(_pad(x[start:stop], bs), _pad(x_adv[start:stop], bs),
+                              _pad(y[start:stop], bs))
         c[start:stop], a[start:stop], d[start:stop] = (np.asarray(v)[:m] for v in (cb, ab, db))
     return accuracy_at_distortion(c, a, d, thresholds=thresholds)

@@ -199,8 +199,8 @@ def check_robust_below_clean(
 
 def unbounded_attack_accuracy(
     logits_fn: LogitsFn,
-    images: ArrayLike,
-    labels: ArrayLike,
+    x: ArrayLike,
+    y: ArrayLike,
     attack_factory: Callable[[float], BoundAttack],
     *,
     key: PRNGKey,
@@ -211,11 +211,11 @@ def unbounded_attack_accuracy(
     """Robust accuracy under ``attack_factory(eps)`` with a huge ``eps`` (input for check (b)).
 
     With ``eps`` far above the image range every image is reachable; a sound attack then
-    reaches ~0 % (images stay in ``[0, 1]``, so the attack is limited only by the box).
+    reaches ~0 % (x stay in ``[0, 1]``, so the attack is limited only by the box).
     Cost: one :func:`robustness_report` with one attack.
     """
     V.check_positive(eps, "eps")
-    rep = robustness_report(logits_fn, images, labels, {"unbounded": attack_factory(eps)},
+    rep = robustness_report(logits_fn, x, y, {"unbounded": attack_factory(eps)},
                             key=key, batch_size=batch_size, progress=progress)
     return rep.robust_accuracy["unbounded"]
 

@@ -45,26 +45,31 @@ __all__ = [
 ]
 
 
-def correct(logits_fn: LogitsFn, x: ArrayLike, y: ArrayLike) -> Array:
+def correct(
+    logits_fn: LogitsFn, x: ArrayLike, y: ArrayLike, *, box: tuple[float, float] | None = (0.0, 1.0)
+) -> Array:
     """Per-example correctness of ``logits_fn`` on ``x``.
 
     Args:
       logits_fn: model, ``x [N, H, W, C] -> logits [N, K]``.
       x: images ``float32 [N, H, W, C]``.
-      y: labels ``int32 [N]``.
+      y: labels ``int32 [N]`` in ``[0, K)``.
+      box: pixel range checked on concrete ``x`` (``None`` skips it).
 
     Returns:
       ``bool [N]``: ``argmax_k logits_fn(x)[n, k] == y[n]``. Cost: one forward pass.
     """
-    V.check_images(x, "x", box=None)
+    V.check_images(x, "x", box=box)
     V.check_labels(y, "y", batch_size=jnp.shape(x)[0])
     logits = logits_fn(jnp.asarray(x))
     V.check_rank(logits, "logits_fn(x)", 2)
+    V.check_labels(y, "y", batch_size=jnp.shape(x)[0], num_classes=jnp.shape(logits)[1])
     return jnp.argmax(logits, axis=-1) == jnp.asarray(y)
 
 
 def robust_accuracy(
-    logits_fn: LogitsFn, x: ArrayLike, y: ArrayLike, x_adv: ArrayLike, *, require_clean: bool = True
+    logits_fn: LogitsFn, x: ArrayLike, y: ArrayLike, x_adv: ArrayLike, *, require_clean: bool = True,
+    box: tuple[float, float] | None = (0.0, 1.0),
 ) -> Array:
     r"""Per-example robustness: correct on ``x_adv`` (and on ``x`` when ``require_clean``).
 
@@ -80,19 +85,20 @@ def robust_accuracy(
       y: labels ``int32 [N]``.
       x_adv: adversarial images, same shape as ``x``.
       require_clean: see above (static).
+      box: pixel range of ``x`` and ``x_adv`` (``None`` skips the check).
 
     Returns:
       ``bool [N]``; callers reduce (``jnp.mean``). Cost: two forward passes (one if
       ``require_clean=False``).
     """
-    V.check_images(x_adv, "x_adv", box=None)
+    V.check_images(x_adv, "x_adv", box=box)
     if jnp.shape(x) != jnp.shape(x_adv):
         raise ValueError(
             f"`x_adv` must have the shape of `x`, got {jnp.shape(x_adv)} and {jnp.shape(x)}."
         )
-    ok = correct(logits_fn, x_adv, y)
+    ok = correct(logits_fn, x_adv, y, box=box)
     if require_clean:
-        ok = ok & correct(logits_fn, x, y)
+        ok = ok & correct(logits_fn, x, y, box=box)
     return ok
 
 
@@ -414,12 +420,24 @@ class RobustnessReport:
         return format_table({"model": self})
 
 
-def _check_dataset(images: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
-    V.check_images(images, "images")
-    V.check_labels(labels, "labels", batch_size=np.shape(images)[0])
-    if np.shape(images)[0] == 0:
-        raise ValueError("`images` must hold at least one example.")
-    return np.asarray(images, np.float32), np.asarray(labels, np.int32)
+def _check_dataset(x: Any, y: Any, logits_fn: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """Validate the evaluation set; with ``logits_fn`` the labels are checked against its class
+    count (``jax.eval_shape`` on one example, free)."""
+    if np.ndim(x) == 4 and np.shape(x)[0] == 0:
+        raise ValueError("`x` must hold at least one example.")
+    V.check_images(x, "x")
+    num_classes = None
+    if logits_fn is not None:
+        if not callable(logits_fn):
+            raise ValueError(f"`logits_fn` must be callable, got {type(logits_fn).__name__}.")
+        out = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct((1,) + tuple(np.shape(x)[1:]),
+                                                             jnp.float32))
+        if len(out.shape) != 2 or out.shape[0] != 1:
+            raise ValueError(f"`logits_fn` must map x [B, H, W, C] to logits [B, K], got "
+                             f"{tuple(out.shape)} for B = 1.")
+        num_classes = int(out.shape[1])
+    V.check_labels(y, "y", batch_size=np.shape(x)[0], num_classes=num_classes)
+    return np.asarray(x, np.float32), np.asarray(y, np.int32)
 
 
 def _pad(a: np.ndarray, size: int) -> np.ndarray:
@@ -438,8 +456,8 @@ def iterate_batches(n: int, batch_size: int):
 
 def robustness_report(
     logits_fn: LogitsFn,
-    images: ArrayLike,
-    labels: ArrayLike,
+    x: ArrayLike,
+    y: ArrayLike,
     attacks: Mapping[str, BoundAttack],
     *,
     key: PRNGKey,
@@ -466,8 +484,8 @@ def robustness_report(
 
     Args:
       logits_fn: model, ``x [B, H, W, C] -> logits [B, K]`` (closed over its parameters).
-      images: ``float32 [N, H, W, C]`` in ``[0, 1]`` (NumPy or JAX; kept on the host).
-      labels: ``int32 [N]``.
+      x: ``float32 [N, H, W, C]`` in ``[0, 1]`` (NumPy or JAX; kept on the host).
+      y: ``int32 [N]``.
       attacks: ``{name: bound_attack}`` with ``bound_attack(key, x [B,H,W,C], y [B]) -> x_adv``
         (e.g. ``functools.partial(pgd, logits_fn, eps=0.3, steps=10)`` reordered to
         ``(key, x, y)``). Insertion order is the column order of :func:`format_table`.
@@ -518,13 +536,13 @@ def robustness_report(
       Jang et al., *Adversarial Defense via Learning to Generate Diverse Attacks*, ICCV 2019,
       supplementary Table A ("Min" column).
     """
-    images, labels = _check_dataset(images, labels)
-    V.check_positive_int(batch_size, "batch_size")
     V.check_key(key, "key")
     V.check_nonnegative_int(rescore_keys, "rescore_keys")
+    x, y = _check_dataset(x, y, (lambda v: logits_fn(key, v)) if rescore_keys else logits_fn)
+    V.check_positive_int(batch_size, "batch_size")
     thresholds = _check_thresholds(distortion_threshold, attacks)
     rescore_base = jax.random.fold_in(key, zlib.crc32(b"rescore") & 0x7FFFFFFF)
-    return _evaluate(logits_fn, images, labels, attacks,
+    return _evaluate(logits_fn, x, y, attacks,
                      key_fn=lambda name, b: attack_key(key, name, b), batch_size=batch_size,
                      progress=progress, jit=jit, desc=desc, thresholds=thresholds,
                      masking_checks=masking_checks, rescore_keys=rescore_keys,

@@ -94,6 +94,7 @@ def custom_root(
 
     Example:
       >>> import jax, jax.numpy as jnp
+      >>> from robustjax.implicit import custom_root
       >>> loss = lambda z, x: 0.5 * jnp.sum((z - 2 * x) ** 2)
       >>> @custom_root(jax.grad(loss))
       ... def argmin(z0, x):

@@ -1,6 +1,6 @@
 """Per-example classification losses used by attacks and training objectives.
 
-Every function maps ``logits [N, K]`` (and labels ``int32 [N]``) to a ``[N]`` array; callers
+Every function maps ``logits [N, K]`` (and labels ``y``, ``int32 [N]``) to a ``[N]`` array; callers
 reduce. All are jit/vmap/grad friendly.
 """
 
@@ -16,13 +16,14 @@ __all__ = ["cross_entropy", "margin", "cw_loss", "dlr_loss", "dlr_targeted_loss"
            "trades_kl"]
 
 
-def _check(logits: ArrayLike, labels: ArrayLike) -> None:
+def _check(logits: ArrayLike, y: ArrayLike, name: str = "y") -> None:
     V.check_rank(logits, "logits", 2)
-    V.check_labels(labels, "labels", batch_size=jnp.shape(logits)[0],
+    V.check_finite(logits, "logits")
+    V.check_labels(y, name, batch_size=jnp.shape(logits)[0],
                    num_classes=jnp.shape(logits)[1])
 
 
-def cross_entropy(logits: ArrayLike, labels: ArrayLike) -> Array:
+def cross_entropy(logits: ArrayLike, y: ArrayLike) -> Array:
     r"""Softmax cross-entropy per example, accurate for tiny losses.
 
     .. math:: \ell(z, y) = -z_y + \log \sum_j e^{z_j}
@@ -38,46 +39,46 @@ def cross_entropy(logits: ArrayLike, labels: ArrayLike) -> Array:
 
     Args:
       logits: ``[N, K]`` with ``K ≥ 2``.
-      labels: ``int32 [N]`` in ``[0, K)``.
+      y: ``int32 [N]`` in ``[0, K)``.
 
     Returns:
       ``[N]`` losses. Cost: ``O(NK)``.
     """
-    _check(logits, labels)
+    _check(logits, y)
     logits = jnp.asarray(logits)
-    labels = jnp.asarray(labels)
-    zy = jnp.take_along_axis(logits, labels[:, None], axis=-1)
-    others = jnp.arange(logits.shape[-1])[None, :] != labels[:, None]
+    y = jnp.asarray(y)
+    zy = jnp.take_along_axis(logits, y[:, None], axis=-1)
+    others = jnp.arange(logits.shape[-1])[None, :] != y[:, None]
     lse_others = jax.nn.logsumexp(logits - zy, axis=-1, where=others)
     return jax.nn.softplus(lse_others)
 
 
-def margin(logits: ArrayLike, labels: ArrayLike) -> Array:
+def margin(logits: ArrayLike, y: ArrayLike) -> Array:
     r"""Logit margin of the labelled class over the best other class.
 
     .. math:: m(z, y) = z_y - \max_{j \ne y} z_j
 
-    Positive iff the example is classified as ``labels``. Returns ``[N]``.
+    Positive iff the example is classified as ``y``. Returns ``[N]``.
     """
-    _check(logits, labels)
+    _check(logits, y)
     logits = jnp.asarray(logits)
     k = logits.shape[-1]
-    onehot = jax.nn.one_hot(labels, k, dtype=bool)
+    onehot = jax.nn.one_hot(y, k, dtype=bool)
     zy = jnp.sum(jnp.where(onehot, logits, 0.0), axis=-1)
     other = jnp.max(jnp.where(onehot, -jnp.inf, logits), axis=-1)
     return zy - other
 
 
 def cw_loss(
-    logits: ArrayLike, labels: ArrayLike, *, kappa: float = 0.0, targeted: bool = False
+    logits: ArrayLike, y: ArrayLike, *, kappa: float = 0.0, target: ArrayLike | None = None
 ) -> Array:
     r"""Carlini–Wagner objective :math:`f` (to be *minimised* by the attacker).
 
-    Untargeted (``labels`` = true class :math:`y`):
+    Untargeted (``target=None``; ``y`` = true class :math:`y`):
 
     .. math:: f = \max(z_y - \max_{j \ne y} z_j, -\kappa)
 
-    Targeted (``labels`` = target class :math:`t`):
+    Targeted (``target`` = target class :math:`t`, ``int [N]``):
 
     .. math:: f = \max(\max_{j \ne t} z_j - z_t, -\kappa)
 
@@ -90,16 +91,20 @@ def cw_loss(
       Carlini & Wagner, *Towards Evaluating the Robustness of Neural Networks*, 2017
       (arXiv:1608.04644), objective :math:`f_6`.
     """
-    V.check_nonnegative(kappa, "kappa")
-    m = margin(logits, labels)
-    f = -m if targeted else m
+    V.check_nonnegative_value(kappa, "kappa")
+    _check(logits, y)
+    if target is None:
+        f = margin(logits, y)
+    else:
+        _check(logits, target, "target")
+        f = -margin(logits, target)
     return jnp.maximum(f, -kappa)
 
 
 _DLR_TINY = 1e-12
 
 
-def dlr_loss(logits: ArrayLike, labels: ArrayLike) -> Array:
+def dlr_loss(logits: ArrayLike, y: ArrayLike) -> Array:
     r"""Difference-of-Logits-Ratio loss (untargeted), ascended by APGD-DLR.
 
     With :math:`\pi` the permutation sorting :math:`z` in decreasing order,
@@ -109,11 +114,11 @@ def dlr_loss(logits: ArrayLike, labels: ArrayLike) -> Array:
 
     Invariant to shifting and (positively) rescaling the logits, so it does not saturate on
     confidently classified points or on models whose logits are scaled up (a common form of
-    gradient masking). Positive iff ``labels`` is not the top class.
+    gradient masking). Positive iff ``y`` is not the top class.
 
     Args:
       logits: ``[N, K]`` with ``K ≥ 3``.
-      labels: ``int32 [N]`` true labels in ``[0, K)``.
+      y: ``int32 [N]`` true labels in ``[0, K)``.
 
     Returns:
       ``[N]``. Cost: ``O(NK)`` (a top-3 per row).
@@ -122,16 +127,16 @@ def dlr_loss(logits: ArrayLike, labels: ArrayLike) -> Array:
       Croce & Hein, *Reliable evaluation of adversarial robustness with an ensemble of diverse
       parameter-free attacks*, ICML 2020 (arXiv:2003.01690), Eqn (5).
     """
-    _check(logits, labels)
+    _check(logits, y)
     logits = jnp.asarray(logits)
     if logits.shape[-1] < 3:
         raise ValueError(f"`logits` must have K >= 3 classes for the DLR loss, got "
                          f"{logits.shape[-1]}.")
     top = jax.lax.top_k(logits, 3)[0]
-    return -margin(logits, labels) / (top[:, 0] - top[:, 2] + _DLR_TINY)
+    return -margin(logits, y) / (top[:, 0] - top[:, 2] + _DLR_TINY)
 
 
-def dlr_targeted_loss(logits: ArrayLike, labels: ArrayLike, target: ArrayLike) -> Array:
+def dlr_targeted_loss(logits: ArrayLike, y: ArrayLike, *, target: ArrayLike) -> Array:
     r"""Targeted Difference-of-Logits-Ratio loss, ascended by APGD-T.
 
     .. math:: \mathrm{DLR}_t(z, y) = -\frac{z_y - z_t}
@@ -142,7 +147,7 @@ def dlr_targeted_loss(logits: ArrayLike, labels: ArrayLike, target: ArrayLike) -
 
     Args:
       logits: ``[N, K]`` with ``K ≥ 4``.
-      labels: ``int32 [N]`` true labels.
+      y: ``int32 [N]`` true labels.
       target: ``int32 [N]`` target labels.
 
     Returns:
@@ -151,23 +156,23 @@ def dlr_targeted_loss(logits: ArrayLike, labels: ArrayLike, target: ArrayLike) -
     References:
       Croce & Hein, ICML 2020 (arXiv:2003.01690), Eqn (6).
     """
-    _check(logits, labels)
+    _check(logits, y)
     V.check_labels(target, "target", batch_size=jnp.shape(logits)[0],
                    num_classes=jnp.shape(logits)[1])
     logits = jnp.asarray(logits)
     if logits.shape[-1] < 4:
         raise ValueError(f"`logits` must have K >= 4 classes for the targeted DLR loss, got "
                          f"{logits.shape[-1]}.")
-    zy = jnp.take_along_axis(logits, jnp.asarray(labels)[:, None], axis=-1)[:, 0]
+    zy = jnp.take_along_axis(logits, jnp.asarray(y)[:, None], axis=-1)[:, 0]
     zt = jnp.take_along_axis(logits, jnp.asarray(target)[:, None], axis=-1)[:, 0]
     top = jax.lax.top_k(logits, 4)[0]
     return -(zy - zt) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + _DLR_TINY)
 
 
-def hinge(logits: ArrayLike, labels: ArrayLike, *, delta: float = 1.0) -> Array:
+def hinge(logits: ArrayLike, y: ArrayLike, *, delta: float = 1.0) -> Array:
     r"""Multi-class hinge loss :math:`\max(0, \Delta - (z_y - \max_{j\ne y} z_j))`, ``[N]``."""
     V.check_nonnegative(delta, "delta")
-    return jax.nn.relu(delta - margin(logits, labels))
+    return jax.nn.relu(delta - margin(logits, y))
 
 
 def trades_kl(logits_adv: ArrayLike, logits_nat: ArrayLike) -> Array:

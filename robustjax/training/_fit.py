@@ -94,8 +94,8 @@ def fit(
     train_ds: Any,
     *,
     key: PRNGKey,
-    num_epochs: int | None = None,
-    num_steps: int | None = None,
+    epochs: int | None = None,
+    steps: int | None = None,
     batch_size: int = 128,
     tx: optax.GradientTransformation | None = None,
     optimizer: str = "sgd",
@@ -144,8 +144,8 @@ def fit(
         objective: ``objective(params, state, batch, key) -> (loss, (batch_stats, metrics))``.
         train_ds: ``Dataset(images [N,H,W,C], labels [N])``, a tuple, or a dict.
         key: PRNG key for initialisation, data order and the steps' randomness.
-        num_epochs: number of epochs (exactly one of ``num_epochs`` / ``num_steps``).
-        num_steps: number of steps.
+        epochs: number of epochs (exactly one of ``epochs`` / ``steps``).
+        steps: number of steps.
         batch_size: global batch size, divisible by the number of devices.
         tx: optax optimizer; default :func:`make_optimizer` from the next five arguments.
         optimizer, learning_rate, schedule, weight_decay, momentum: see :func:`make_optimizer`
@@ -167,25 +167,25 @@ def fit(
         ``{"train": [...], "eval": [...], "resumed_from": step or None}`` — the records also
         written to ``metrics.jsonl``, each ``{"step", "split", "epoch", <metrics>}``.
 
-    Cost: ``num_steps`` objective evaluations with gradients, plus evaluation passes.
+    Cost: ``steps`` objective evaluations with gradients, plus evaluation passes.
     """
     validation.check_key(key)
     validation.check_choice(parallel, "parallel", _PARALLEL)
     validation.check_positive_int(batch_size, "batch_size")
     validation.check_positive_int(log_every, "log_every")
-    if (num_epochs is None) == (num_steps is None):
-        raise ValueError("Give exactly one of `num_epochs` and `num_steps`.")
+    if (epochs is None) == (steps is None):
+        raise ValueError("Give exactly one of `epochs` and `steps`.")
     images, labels = as_arrays(train_ds, "train_ds")
     n = images.shape[0]
     if batch_size > n:
         raise ValueError(f"`batch_size` ({batch_size}) exceeds the {n} training examples.")
     steps_per_epoch = n // batch_size
-    if num_steps is None:
-        validation.check_positive_int(num_epochs, "num_epochs")
-        total_steps = num_epochs * steps_per_epoch
+    if steps is None:
+        validation.check_positive_int(epochs, "epochs")
+        total_steps = epochs * steps_per_epoch
     else:
-        validation.check_positive_int(num_steps, "num_steps")
-        total_steps = int(num_steps)
+        validation.check_positive_int(steps, "steps")
+        total_steps = int(steps)
     eval_every = steps_per_epoch if eval_every is None else eval_every
     checkpoint_every = steps_per_epoch if checkpoint_every is None else checkpoint_every
     validation.check_positive_int(eval_every, "eval_every")

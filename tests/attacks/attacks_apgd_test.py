@@ -12,7 +12,7 @@ from robustjax import attacks
 from robustjax import projections
 
 
-def _paper_checkpoints(n_iter):
+def _paper_checkpoints(steps):
     """The paper's rule written with exact fractions: p0 = 0, p1 = 0.22,
     p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06); w_j = ceil(p_j * N_iter) for p_j < 1."""
     ps = [Fraction(0), Fraction(22, 100)]
@@ -23,8 +23,8 @@ def _paper_checkpoints(n_iter):
         ps.append(nxt)
     ws = []
     for p in ps[1:]:
-        w = math.ceil(p * n_iter)
-        if 1 <= w < n_iter and (not ws or w > ws[-1]):
+        w = math.ceil(p * steps)
+        if 1 <= w < steps and (not ws or w > ws[-1]):
             ws.append(w)
     return tuple(ws)
 
@@ -34,7 +34,7 @@ def test_checkpoints_follow_the_paper_rule():
         assert attacks.apgd_checkpoints(n) == _paper_checkpoints(n), n
     # p = 0, .22, .41, .57, .70, .80, .87, .93, .99 for N_iter = 100.
     assert attacks.apgd_checkpoints(100) == (22, 41, 57, 70, 80, 87, 93, 99)
-    with pytest.raises(ValueError, match="n_iter"):
+    with pytest.raises(ValueError, match="steps"):
         attacks.apgd_checkpoints(0)
 
 
@@ -69,10 +69,10 @@ def _replay_schedule(loss0, loss, checkpoints, eps, rho):
 @pytest.mark.parametrize("loss,norm,eps", [("ce", "linf", 0.03), ("dlr", "l2", 1.0)])
 def test_step_size_schedule_matches_paper_conditions(trained_mlp, loss, norm, eps):
     _, f, x, y = trained_mlp
-    n_iter = 30
+    steps = 30
     _, _, tr = attacks.apgd_with_trace(f, jax.random.key(1), x, y, eps=eps, norm=norm,
-                                       n_iter=n_iter, loss=loss)
-    assert tr.checkpoints == attacks.apgd_checkpoints(n_iter)
+                                       steps=steps, loss=loss)
+    assert tr.checkpoints == attacks.apgd_checkpoints(steps)
     want = _replay_schedule(np.asarray(tr.loss0), np.asarray(tr.loss), tr.checkpoints, eps,
                             0.75)
     np.testing.assert_allclose(np.asarray(tr.eta), want, rtol=1e-6)
@@ -95,7 +95,7 @@ def test_apgd_stays_in_ball_and_box_and_returns_successes(trained_mlp, norm, eps
     _, f, x, y = trained_mlp
     for loss in ("ce", "dlr"):
         xa, succ, _ = attacks.apgd_with_trace(f, jax.random.key(0), x, y, eps=eps, norm=norm,
-                                              n_iter=10, loss=loss, restarts=2)
+                                              steps=10, loss=loss, restarts=2)
         d = np.asarray(projections.per_example_norm(xa - x, norm=norm))
         assert np.all(d <= eps * (1 + 1e-5) + 1e-6)
         assert float(jnp.min(xa)) >= 0.0 and float(jnp.max(xa)) <= 1.0
@@ -110,7 +110,7 @@ def test_apgd_at_least_as_strong_as_pgd(trained_mlp):
     key = jax.random.key(0)
     robust_apgd = robust_pgd = 0
     for eps in (0.03, 0.05):
-        xa = jax.jit(lambda k, v, w: attacks.apgd(f, k, v, w, eps=eps, n_iter=20))(key, x, y)
+        xa = jax.jit(lambda k, v, w: attacks.apgd(f, k, v, w, eps=eps, steps=20))(key, x, y)
         xp = jax.jit(lambda k, v, w: attacks.pgd(f, k, v, w, eps=eps, steps=20))(key, x, y)
         robust_apgd += int(jnp.sum(jnp.argmax(f(xa), -1) == y))
         robust_pgd += int(jnp.sum(jnp.argmax(f(xp), -1) == y))
@@ -128,12 +128,12 @@ def test_apgd_targeted_reaches_targets_and_is_strong(trained_mlp):
         assert set(np.asarray(t[:, i]).tolist()) == set(order[:3])
     assert np.all(np.asarray(t) != np.asarray(y)[None])
     # Targeted DLR towards the runner-up class reaches it for most digits at a large eps.
-    xa = attacks.apgd(f, jax.random.key(0), x, y, eps=0.15, n_iter=15, loss="dlr_targeted",
+    xa = attacks.apgd(f, jax.random.key(0), x, y, eps=0.15, steps=15, loss="dlr_targeted",
                       target=t[0])
     hit = np.asarray(jnp.argmax(f(xa), -1) == t[0])
     assert hit.mean() > 0.8
     xt = jax.jit(lambda k, v, w: attacks.apgd_targeted(
-        f, k, v, w, eps=0.05, n_iter=15, n_target_classes=3))(jax.random.key(0), x, y)
+        f, k, v, w, eps=0.05, steps=15, n_target_classes=3))(jax.random.key(0), x, y)
     assert float(jnp.max(jnp.abs(xt - x))) <= 0.05 + 1e-6
     acc_t = float(jnp.mean(jnp.argmax(f(xt), -1) == y))
     assert acc_t < float(jnp.mean(jnp.argmax(f(x), -1) == y)) - 0.3
@@ -143,7 +143,7 @@ def test_apgd_vmaps_over_groups(trained_mlp):
     _, f, x, y = trained_mlp
     xs, ys = x.reshape((2, 32) + x.shape[1:]), y.reshape(2, 32)
     keys = jax.random.split(jax.random.key(0), 2)
-    run = lambda k, v, w: attacks.apgd(f, k, v, w, eps=0.05, n_iter=10)  # noqa: E731
+    run = lambda k, v, w: attacks.apgd(f, k, v, w, eps=0.05, steps=10)  # noqa: E731
     out = jax.jit(jax.vmap(run))(keys, xs, ys)
     assert out.shape == xs.shape
     assert float(jnp.max(jnp.abs(out - xs))) <= 0.05 + 1e-6
@@ -160,7 +160,7 @@ def test_apgd_eot_on_randomized_model(trained_mlp):
     def noisy(key, v):
         return f(v + 0.05 * jax.random.normal(key, v.shape))
 
-    xa = jax.jit(lambda k, v, w: attacks.apgd(noisy, k, v, w, eps=0.1, n_iter=10,
+    xa = jax.jit(lambda k, v, w: attacks.apgd(noisy, k, v, w, eps=0.1, steps=10,
                                               eot_samples=4))(jax.random.key(0), x, y)
     assert float(jnp.max(jnp.abs(xa - x))) <= 0.1 + 1e-6
     acc = float(jnp.mean(jnp.argmax(f(xa), -1) == y))
@@ -171,8 +171,8 @@ def test_apgd_eot_on_randomized_model(trained_mlp):
 
 def test_apgd_same_key_same_result(trained_mlp):
     _, f, x, y = trained_mlp
-    a = attacks.apgd(f, jax.random.key(5), x[:8], y[:8], eps=0.05, n_iter=3)
-    b = attacks.apgd(f, jax.random.key(5), x[:8], y[:8], eps=0.05, n_iter=3)
+    a = attacks.apgd(f, jax.random.key(5), x[:8], y[:8], eps=0.05, steps=3)
+    b = attacks.apgd(f, jax.random.key(5), x[:8], y[:8], eps=0.05, steps=3)
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
@@ -180,7 +180,7 @@ def test_apgd_same_key_same_result(trained_mlp):
     (dict(eps=-0.1), "eps"),
     (dict(eps=0.1, norm="l1"), "norm"),
     (dict(eps=0.1, loss="cw"), "loss"),
-    (dict(eps=0.1, n_iter=0), "n_iter"),
+    (dict(eps=0.1, steps=0), "steps"),
     (dict(eps=0.1, restarts=0), "restarts"),
     (dict(eps=0.1, rho=1.5), "rho"),
     (dict(eps=0.1, alpha=0.0), "alpha"),

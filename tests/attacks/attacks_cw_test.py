@@ -18,7 +18,7 @@ def linear2(x):
 def test_cw_linear_distance_close_to_hyperplane_distance():
     # Binary linear model: the smallest ℓ2 perturbation that flips the label is
     # |margin| / ||w_0 - w_1|| (the distance to the hyperplane; far from the box walls here).
-    x = 0.5 + 0.02 * jax.random.normal(jax.random.key(0), (N, 2, 2, 3))
+    x = 0.5 + 0.02 * jax.random.normal(jax.random.key(0), (N, 2, 3, 2))
     y = jnp.argmax(linear2(x), -1)
     xa = jax.jit(lambda k, x, y: attacks.carlini_wagner_l2(
         linear2, k, x, y, steps=200, learning_rate=0.01, initial_const=1.0))(
@@ -67,7 +67,7 @@ def test_cw_l2_not_above_pgd_l2_at_equal_success(trained_mlp):
 
 
 def test_cw_kappa_confidence_and_vmap():
-    x = 0.5 + 0.02 * jax.random.normal(jax.random.key(0), (2, N, 2, 2, 3))
+    x = 0.5 + 0.02 * jax.random.normal(jax.random.key(0), (2, N, 2, 3, 2))
     y = jnp.argmax(linear2(x[0]), -1)
     fn = lambda x: attacks.carlini_wagner_l2(linear2, jax.random.key(0), x, y, steps=60,
                                              learning_rate=0.02, kappa=0.5, initial_const=1.0)

@@ -109,10 +109,10 @@ def test_fab_finds_the_minimal_distance_of_an_affine_classifier(norm, targeted):
     # For an affine binary classifier the linearization is exact: the minimal adversarial
     # distance inside the box is the projection of x onto the decision hyperplane (LP / QP
     # reference). FAB's extrapolation (η = 1.05) and backward steps (β = 0.9) converge to it.
-    x = jax.random.uniform(jax.random.key(3), (6, 2, 2, 3), minval=0.2, maxval=0.8)
+    x = jax.random.uniform(jax.random.key(3), (6, 2, 6, 1), minval=0.2, maxval=0.8)
     y = jnp.argmax(_linear(x), -1).astype(jnp.int32)
     info = attacks.fab_with_info(_linear, jax.random.key(0), x, y, eps=10.0, norm=norm,
-                                 n_iter=30, targeted=targeted, n_target_classes=1)
+                                 steps=30, n_target_classes=1 if targeted else None)
     xf = np.asarray(x, np.float64).reshape(6, -1)
     wdiff = (_W[:, 1] - _W[:, 0]).astype(np.float64)
     for i in range(6):
@@ -133,7 +133,7 @@ def test_fab_is_closer_than_pgd_at_equal_success(trained_mlp, norm, eps):
     _, f, x, y = trained_mlp
     correct = np.asarray(jnp.argmax(f(x), -1) == y)
     info = jax.jit(lambda k, xx, yy: attacks.fab_with_info(
-        f, k, xx, yy, eps=eps, norm=norm, n_iter=20, n_target_classes=4))(
+        f, k, xx, yy, eps=eps, norm=norm, steps=20, n_target_classes=4))(
             jax.random.key(0), x, y)
     x_pgd = attacks.pgd(f, jax.random.key(0), x, y, eps=eps, norm=norm, steps=20)
     fooled_pgd = np.asarray(jnp.argmax(f(x_pgd), -1) != y) & correct
@@ -162,24 +162,24 @@ def test_fab_eps_zero_and_misclassified_points_are_unchanged(trained_mlp):
     _, f, x, y = trained_mlp
     wrong = (y + 1) % 10
     out = attacks.fab(f, jax.random.key(0), x[:8], wrong[:8].astype(jnp.int32), eps=0.3,
-                      n_iter=5, n_target_classes=2)
+                      steps=5, n_target_classes=2)
     bad = np.asarray(jnp.argmax(f(x[:8]), -1) != wrong[:8])
     np.testing.assert_array_equal(np.asarray(out)[bad], np.asarray(x[:8])[bad])
-    out0 = attacks.fab(f, jax.random.key(0), x[:8], y[:8], eps=0.0, n_iter=5,
+    out0 = attacks.fab(f, jax.random.key(0), x[:8], y[:8], eps=0.0, steps=5,
                        n_target_classes=2)
     np.testing.assert_array_equal(np.asarray(out0), np.asarray(x[:8]))
 
 
 def test_fab_restarts_deterministic_and_jittable(trained_mlp):
     _, f, x, y = trained_mlp
-    run = jax.jit(lambda k: attacks.fab_with_info(f, k, x[:16], y[:16], eps=0.08, n_iter=8,
+    run = jax.jit(lambda k: attacks.fab_with_info(f, k, x[:16], y[:16], eps=0.08, steps=8,
                                                   n_target_classes=2, restarts=2))
     a, b = run(jax.random.key(1)), run(jax.random.key(1))
     np.testing.assert_array_equal(np.asarray(a.x_adv), np.asarray(b.x_adv))
     delta = np.abs(np.asarray(a.x_adv - x[:16])).reshape(16, -1).max(1)
     assert np.all(delta <= 0.08 + 1e-6)
     # More runs never lose a point found by fewer (restart 0 is the single-restart run).
-    one = attacks.fab_with_info(f, jax.random.key(1), x[:16], y[:16], eps=0.08, n_iter=8,
+    one = attacks.fab_with_info(f, jax.random.key(1), x[:16], y[:16], eps=0.08, steps=8,
                                 n_target_classes=2, restarts=1)
     assert np.all(np.asarray(a.success) >= np.asarray(one.success))
 
@@ -187,7 +187,7 @@ def test_fab_restarts_deterministic_and_jittable(trained_mlp):
 @pytest.mark.parametrize("kw,match", [
     (dict(eps=-0.1), "eps"),
     (dict(eps=0.1, norm="l1"), "norm"),
-    (dict(eps=0.1, n_iter=0), "n_iter"),
+    (dict(eps=0.1, steps=0), "steps"),
     (dict(eps=0.1, n_target_classes=10), "n_target_classes"),
     (dict(eps=0.1, alpha_max=1.5), "alpha_max"),
     (dict(eps=0.1, beta=-0.5), "beta"),

@@ -17,7 +17,7 @@ def linear(x):
 
 
 def _data():
-    x = jax.random.uniform(jax.random.key(3), (N, 2, 2, 3), minval=0.1, maxval=0.9)
+    x = jax.random.uniform(jax.random.key(3), (N, 2, 3, 2), minval=0.1, maxval=0.9)
     y = jnp.arange(N, dtype=jnp.int32) % K
     return x, y
 
@@ -37,7 +37,7 @@ def test_fgsm_linf_linear_closed_form(targeted):
     eps = 0.07
     g = _ce_grad_closed_form(x, y)
     want = np.clip(np.asarray(x) + eps * np.sign(-g if targeted else g), 0, 1)
-    got = jax.jit(lambda k, x, y: attacks.fgsm(linear, k, x, y, eps=eps, targeted=targeted))(
+    got = jax.jit(lambda k, x, y: attacks.fgsm(linear, k, x, y, eps=eps, target=y if targeted else None))(
         jax.random.key(0), x, y)
     np.testing.assert_allclose(got, want, atol=1e-6)
 
@@ -65,12 +65,12 @@ def test_fgsm_cw_loss_binary_linear_vertex():
     x, _ = _data()
     y = jnp.zeros(N, jnp.int32)
     got = attacks.fgsm(f, jax.random.key(0), x, y, eps=0.05, loss="cw", box=None)
-    want = np.asarray(x) + 0.05 * np.sign(w[:, 1] - w[:, 0]).reshape(1, 2, 2, 3)
+    want = np.asarray(x) + 0.05 * np.sign(w[:, 1] - w[:, 0]).reshape(1, 2, 3, 2)
     np.testing.assert_allclose(got, want, atol=1e-6)
 
 
 def test_fgsm_vmap_equals_loop_and_stop_gradient():
-    xs = jax.random.uniform(jax.random.key(5), (3, N, 2, 2, 3))
+    xs = jax.random.uniform(jax.random.key(5), (3, N, 2, 3, 2))
     ys = jnp.tile(jnp.arange(N, dtype=jnp.int32) % K, (3, 1))
     fn = lambda x, y: attacks.fgsm(linear, jax.random.key(0), x, y, eps=0.1)
     batched = jax.jit(jax.vmap(fn))(xs, ys)

@@ -20,7 +20,7 @@ def linear2(x):
 
 
 def _x():
-    return jax.random.uniform(jax.random.key(3), (N, 2, 2, 3), minval=0.2, maxval=0.8)
+    return jax.random.uniform(jax.random.key(3), (N, 2, 3, 2), minval=0.2, maxval=0.8)
 
 
 def _acc(f, x, y):
@@ -39,7 +39,7 @@ def test_pgd_linear_converges_to_ball_vertex(norm):
     # asymptotically).
     x = _x()
     y = jnp.zeros(N, jnp.int32)
-    d = (_W2[:, 1] - _W2[:, 0]).reshape(1, 2, 2, 3)
+    d = (_W2[:, 1] - _W2[:, 0]).reshape(1, 2, 3, 2)
     eps = 0.1 if norm == "linf" else 0.5
     got = jax.jit(lambda k, x, y: attacks.pgd(
         linear2, k, x, y, eps=eps, norm=norm, steps=10, step_size=eps / 3, loss="cw",
@@ -57,7 +57,7 @@ def test_pgd_linear_converges_to_ball_vertex(norm):
     seed=st.integers(0, 2**16),
 )
 def test_pgd_never_leaves_ball_or_box(eps, norm, rule, step, seed):
-    x = jax.random.uniform(jax.random.key(seed), (N, 2, 2, 3))
+    x = jax.random.uniform(jax.random.key(seed), (N, 2, 3, 2))
     y = jnp.arange(N, dtype=jnp.int32) % 2
     xa, trace = attacks.pgd_with_trace(linear2, jax.random.key(seed), x, y, eps=eps, norm=norm,
                                        steps=2, step_size=step, step_rule=rule)
@@ -128,8 +128,8 @@ def test_targeted_and_random_targeted(trained_mlp):
     _, f, x, y = trained_mlp
     x, y = x[:32], y[:32]
     target = (y + 3) % 10
-    xa = attacks.pgd(f, jax.random.key(0), x, target, eps=0.3, steps=20, step_size=0.03,
-                     targeted=True)
+    xa = attacks.pgd(f, jax.random.key(0), x, y, eps=0.3, steps=20, step_size=0.03,
+                     target=target)
     assert np.mean(np.asarray(jnp.argmax(f(xa), -1) == target)) > 0.9
     xr = jax.jit(lambda k, x, y: attacks.random_targeted(f, k, x, y, eps=0.3, steps=20,
                                                          step_size=0.03))(jax.random.key(1), x, y)
@@ -139,7 +139,7 @@ def test_targeted_and_random_targeted(trained_mlp):
 
 
 def test_pgd_jit_equals_nojit_and_vmap_equals_loop():
-    xs = jax.random.uniform(jax.random.key(5), (2, N, 2, 2, 3))
+    xs = jax.random.uniform(jax.random.key(5), (2, N, 2, 3, 2))
     ys = jnp.zeros((2, N), jnp.int32)
     keys = jax.random.split(jax.random.key(0), 2)
 
@@ -163,3 +163,52 @@ def test_unroll_gives_identical_result():
     a = attacks.pgd(linear2, jax.random.key(0), x, y, eps=0.1, steps=5, unroll=1)
     b = attacks.pgd(linear2, jax.random.key(0), x, y, eps=0.1, steps=5, unroll=5)
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_pgd_eot_draws_fresh_samples_at_every_step():
+    # A randomized model that uses one of two linear classifiers per draw. With a key-taking
+    # model and eot_samples=1, each of the T sign steps follows the draw of that step, so pixels
+    # where the two gradients' signs disagree end strictly inside the T·α box; a model with its
+    # key bound once follows one classifier at every step (|δ| = T·α at every pixel).
+    d, k, t, alpha = 24, 2, 20, 0.01  # K = 2: each classifier's gradient sign is constant
+    wa = jax.random.normal(jax.random.key(10), (d, k))
+    wb = jax.random.normal(jax.random.key(11), (d, k))
+
+    def randomized(key, x):
+        use_a = jax.random.bernoulli(key)
+        w = jnp.where(use_a, wa, wb)
+        return x.reshape(x.shape[0], -1) @ w
+
+    x = jnp.full((2, 2, 12, 1), 0.5)
+    y = jnp.array([0, 1])
+    kw = dict(eps=1.0, steps=t, step_size=alpha, random_start=False, box=None)
+    fresh = jax.jit(lambda key: attacks.pgd(randomized, key, x, y, eot_samples=1, **kw))(
+        jax.random.key(0))
+    bound = jax.jit(lambda key: attacks.pgd(lambda v: randomized(key, v), key, x, y, **kw))(
+        jax.random.key(0))
+    inside_fresh = np.mean(np.abs(np.asarray(fresh - x)) < t * alpha - 1e-4)
+    inside_bound = np.mean(np.abs(np.asarray(bound - x)) < t * alpha - 1e-4)
+    assert inside_bound == 0.0
+    assert inside_fresh > 0.1
+    # Same key, same result.
+    again = jax.jit(lambda key: attacks.pgd(randomized, key, x, y, eot_samples=1, **kw))(
+        jax.random.key(0))
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(fresh))
+
+
+def test_unroll_default_rule():
+    # The measured rule (experiments/benchmarks/unroll.py): full unroll only for a
+    # convolutional model on CPU and at most 100 steps; a rolled loop otherwise.
+    from robustjax import models
+    from robustjax.attacks._pgd import model_uses_convolution, resolve_unroll
+
+    x = jnp.zeros((2, 28, 28, 1))
+    cnn, mlp = models.MnistCNN(), models.MLP(hidden=8, num_classes=10)
+    f_cnn = models.make_logits_fn(cnn, cnn.init(jax.random.key(0), x[:1]))
+    f_mlp = models.make_logits_fn(mlp, mlp.init(jax.random.key(0), x[:1]))
+    assert model_uses_convolution(f_cnn, x) and not model_uses_convolution(f_mlp, x)
+    cpu = jax.default_backend() == "cpu"
+    assert resolve_unroll(None, 40, conv=True) == (40 if cpu else 1)
+    assert resolve_unroll(None, 101, conv=True) == 1
+    assert resolve_unroll(None, 40, conv=False) == 1
+    assert resolve_unroll(3, 40, conv=True) == 3

@@ -13,7 +13,7 @@ def f(x):
     return jnp.reshape(x, (x.shape[0], -1)) @ W
 
 
-X = jnp.full((4, 2, 2, 3), 0.5)
+X = jnp.full((4, 2, 3, 2), 0.5)
 Y = jnp.array([0, 1, 2, 0], jnp.int32)
 KEY = jax.random.key(0)
 

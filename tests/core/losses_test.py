@@ -27,7 +27,7 @@ def test_margin_and_cw_against_loop():
         np.testing.assert_allclose(losses.margin(z, y)[i], m, atol=1e-6)
         np.testing.assert_allclose(losses.cw_loss(z, y, kappa=0.5)[i], max(m, -0.5), atol=1e-6)
         np.testing.assert_allclose(
-            losses.cw_loss(z, y, kappa=0.0, targeted=True)[i], max(-m, 0.0), atol=1e-6)
+            losses.cw_loss(z, y, kappa=0.0, target=y)[i], max(-m, 0.0), atol=1e-6)
         np.testing.assert_allclose(losses.hinge(z, y)[i], max(0.0, 1 - m), atol=1e-6)
 
 
@@ -128,19 +128,20 @@ def test_dlr_losses_match_numpy_closed_form():
     y[:8] = np.argmax(z[:8], -1)  # some correctly classified rows (numerator uses 2nd best)
     t = (y + 1 + np.arange(len(y)) % 9) % 10
     np.testing.assert_allclose(losses.dlr_loss(z, y), _np_dlr(z, y), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(jax.jit(losses.dlr_targeted_loss)(z, y, t), _np_dlr_t(z, y, t),
+    np.testing.assert_allclose(jax.jit(lambda a, b, c: losses.dlr_targeted_loss(a, b, target=c))(z, y, t), _np_dlr_t(z, y, t),
                                rtol=1e-5, atol=1e-6)
     # Sign: positive iff misclassified (untargeted); targeted positive iff z_t > z_y.
     d = np.asarray(losses.dlr_loss(z, y))
     assert np.all((d > 0) == (np.argmax(z, -1) != y))
-    dt = np.asarray(losses.dlr_targeted_loss(z, y, t))
+    dt = np.asarray(losses.dlr_targeted_loss(z, y, target=t))
     assert np.all((dt > 0) == (z[np.arange(32), t] > z[np.arange(32), y]))
 
 
 def test_dlr_is_shift_and_scale_invariant():
     z, y = _data(8, n=16, k=10)
     t = (y + 3) % 10
-    for f, args in ((losses.dlr_loss, (y,)), (losses.dlr_targeted_loss, (y, t))):
+    dlr_t = lambda zz, yy, tt: losses.dlr_targeted_loss(zz, yy, target=tt)  # noqa: E731
+    for f, args in ((losses.dlr_loss, (y,)), (dlr_t, (y, t))):
         base = np.asarray(f(z, *args))
         np.testing.assert_allclose(f(7.0 * z + 2.5, *args), base, rtol=1e-4, atol=1e-5)
 
@@ -148,9 +149,9 @@ def test_dlr_is_shift_and_scale_invariant():
 def test_dlr_bad_input():
     z, y = _data(0, k=3)
     with pytest.raises(ValueError, match="K >= 4"):
-        losses.dlr_targeted_loss(z, y, (y + 1) % 3)
+        losses.dlr_targeted_loss(z, y, target=(y + 1) % 3)
     with pytest.raises(ValueError, match="K >= 3"):
         losses.dlr_loss(z[:, :2], np.minimum(y, 1))
     z, y = _data(0, k=5)
     with pytest.raises(ValueError, match="target"):
-        losses.dlr_targeted_loss(z, y, y + 5)
+        losses.dlr_targeted_loss(z, y, target=y + 5)

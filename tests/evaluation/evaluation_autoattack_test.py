@@ -167,16 +167,16 @@ def test_member_lists_follow_the_reference_versions():
     std = ev.autoattack_members("standard", eps=0.3, norm="linf", num_classes=10)
     assert list(std) == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert std["apgd-ce"].func is attacks.apgd and std["apgd-ce"].keywords["restarts"] == 1
-    assert std["apgd-ce"].keywords["n_iter"] == 100 and std["apgd-ce"].keywords["loss"] == "ce"
+    assert std["apgd-ce"].keywords["steps"] == 100 and std["apgd-ce"].keywords["loss"] == "ce"
     assert std["apgd-t"].keywords["n_target_classes"] == 9
-    assert std["fab-t"].func is attacks.fab and std["fab-t"].keywords["targeted"] is True
+    assert std["fab-t"].func is attacks.fab
     assert std["fab-t"].keywords["n_target_classes"] == 9
     assert std["square"].func is attacks.square and std["square"].keywords["n_queries"] == 5000
     plus = ev.autoattack_members("plus", eps=0.3, norm="l2", num_classes=10)
     assert list(plus) == ["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"]
     assert plus["apgd-ce"].keywords["restarts"] == plus["apgd-dlr"].keywords["restarts"] == 5
     assert plus["apgd-dlr"].keywords["loss"] == "dlr"
-    assert plus["fab"].keywords["targeted"] is False and plus["fab"].keywords["restarts"] == 5
+    assert plus["fab"].keywords["n_target_classes"] is None and plus["fab"].keywords["restarts"] == 5
     assert plus["square"].keywords["restarts"] == 5
     assert all(p.keywords["norm"] == "l2" and p.keywords["eps"] == 0.3 for p in plus.values())
     rand = ev.autoattack_members("rand", eps=0.3, norm="linf", num_classes=10)

@@ -239,20 +239,24 @@ def test_to_dict_json_round_trip_and_distortion_curve():
         rep.distortion_curve("CW")
 
 
+def _ten(v):  # a valid 10-class logits_fn
+    return jnp.zeros((v.shape[0], 10))
+
+
 @pytest.mark.parametrize("bad, match", [
-    (lambda x, y, a: ev.robustness_report(lambda v: v, x[0], y, a, key=jax.random.key(0)),
-     "images"),
-    (lambda x, y, a: ev.robustness_report(lambda v: v, x, y[:3], a, key=jax.random.key(0)),
-     "labels"),
-    (lambda x, y, a: ev.robustness_report(lambda v: v, x, y, a, key=jax.random.key(0),
+    (lambda x, y, a: ev.robustness_report(_ten, x[0], y, a, key=jax.random.key(0)),
+     "`x`"),
+    (lambda x, y, a: ev.robustness_report(_ten, x, y[:3], a, key=jax.random.key(0)),
+     "`y`"),
+    (lambda x, y, a: ev.robustness_report(_ten, x, y, a, key=jax.random.key(0),
                                           batch_size=0), "batch_size"),
-    (lambda x, y, a: ev.robustness_report(lambda v: v, x, y, [tl.noop], key=jax.random.key(0)),
+    (lambda x, y, a: ev.robustness_report(_ten, x, y, [tl.noop], key=jax.random.key(0)),
      "attacks"),
-    (lambda x, y, a: ev.robustness_report(lambda v: v, x, y, a, key=0), "key"),
-    (lambda x, y, a: ev.robustness_report(lambda v: v, x * 3, y, a, key=jax.random.key(0)),
-     "images"),
-    (lambda x, y, a: ev.robustness_report(lambda v: v, x[:0], y[:0], a, key=jax.random.key(0)),
-     "images"),
+    (lambda x, y, a: ev.robustness_report(_ten, x, y, a, key=0), "key"),
+    (lambda x, y, a: ev.robustness_report(_ten, x * 3, y, a, key=jax.random.key(0)),
+     "`x`"),
+    (lambda x, y, a: ev.robustness_report(_ten, x[:0], y[:0], a, key=jax.random.key(0)),
+     "`x`"),
 ])
 def test_bad_input_raises(bad, match):
     x, y = tl.random_data(0, 5)

@@ -46,7 +46,7 @@ def _toy():
 
 GEN, CLF, X, Y, MIN_L2 = _toy()
 # Plain GD with step P/(2 s²)/2 on the pixel-mean loss: H = 2 s²/P · I, so it converges fast.
-DKW = dict(latent_dim=D, num_restarts=1, steps=10, lr=P / (2 * SCALE**2) * 0.5, momentum=0.0)
+DKW = dict(latent_dim=D, restarts=1, steps=10, learning_rate=P / (2 * SCALE**2) * 0.5, momentum=0.0)
 DKEY = jax.random.key(1)
 EXACT = make_defensegan_logits_fn(CLF, GEN, DKEY, mode="bpda", **DKW)
 
@@ -85,7 +85,8 @@ def test_neumann_and_backtrack_attacks_succeed():
     for method in ("neumann", "backtrack"):
         attack = ga.make_defensegan_attack(
             CLF, GEN, DKEY, method=method,
-            defense_kwargs=dict(DKW, backward_steps=10, backward_lr=DKW["lr"] * 0.5),
+            defense_kwargs=dict(DKW, backward_steps=10,
+                                backward_learning_rate=DKW["learning_rate"] * 0.5),
             attack_kwargs=dict(steps=30, binary_search_steps=2))
         xa = jax.jit(attack)(jax.random.key(0), X[:6], Y[:6])
         fooled = _fooled(EXACT, xa, Y[:6])
@@ -113,7 +114,7 @@ LCLF, LX, LY, LMIN = _linear_clf()
 
 def test_binary_search_returns_smallest_successful_distortion():
     kw = dict(steps=25, binary_search_steps=5, initial_const=1.0, max_step=0.02)
-    run = jax.jit(functools.partial(ga.generative_cw_l2, LCLF, return_info=True, **kw))
+    run = jax.jit(functools.partial(ga.generative_cw_l2_with_info, LCLF, **kw))
     xa, info = run(jax.random.key(0), LX, LY)
     l2_per_const = np.asarray(info["l2"])  # [S, N]
     assert l2_per_const.shape == (5, N)
@@ -132,7 +133,7 @@ def test_binary_search_returns_smallest_successful_distortion():
     for s in range(2):
         lam = float(consts[s, 0])
         same = consts[s] == lam
-        _, info1 = ga.generative_cw_l2(LCLF, jax.random.key(0), LX, LY, return_info=True,
+        _, info1 = ga.generative_cw_l2_with_info(LCLF, jax.random.key(0), LX, LY,
                                        **dict(kw, binary_search_steps=1, initial_const=lam))
         np.testing.assert_allclose(np.asarray(info1["l2"])[0][same], l2_per_const[s][same],
                                    rtol=1e-5)
@@ -146,9 +147,8 @@ def test_failed_examples_unchanged_and_verify_resets():
     def never_fooled(x):  # predicts the true label always
         return jax.nn.one_hot(jnp.asarray(LY), 2) * 10.0
 
-    xa, info = ga.generative_cw_l2(LCLF, jax.random.key(0), LX, LY, steps=20,
-                                   binary_search_steps=1, verify_fn=never_fooled,
-                                   return_info=True)
+    xa, info = ga.generative_cw_l2_with_info(LCLF, jax.random.key(0), LX, LY, steps=20,
+                                             binary_search_steps=1, verify_fn=never_fooled)
     np.testing.assert_array_equal(np.asarray(xa), LX)
     assert not np.asarray(info["verified"]).any()
 
@@ -193,12 +193,12 @@ def _abs_toy():
 
 def test_abs_latent_attack_finds_adversarials():
     decoder, x, y, k = _abs_toy()
-    akw = dict(num_samples=32, steps=10, lr=0.05)
+    akw = dict(num_samples=32, steps=10, learning_rate=0.05)
     key = jax.random.key(2)
     model = make_abs_logits_fn(decoder, key, num_classes=k, latent_dim=D, mode="bpda", **akw)
     assert np.all(np.asarray(model(x)).argmax(-1) == y)
-    attack = jax.jit(functools.partial(ga.abs_latent_attack, decoder, num_classes=k,
-                                       latent_dim=D, abs_kwargs=akw, return_info=True))
+    attack = jax.jit(functools.partial(ga.abs_latent_attack_with_info, decoder, num_classes=k,
+                                       latent_dim=D, abs_kwargs=akw))
     xa, info = attack(key, x, y)
     found = np.asarray(info["found"])
     assert found.all()

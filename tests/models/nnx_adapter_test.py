@@ -45,7 +45,7 @@ def test_fit_trains_an_nnx_model_and_attacks_see_eval_mode():
     train, test = _digits()
     model = NNXNet(nnx.Rngs(0))
     state, history = training.fit(model, training.standard_objective(), train,
-                                  key=jax.random.key(1), num_steps=60, batch_size=64,
+                                  key=jax.random.key(1), steps=60, batch_size=64,
                                   optimizer="adam", learning_rate=3e-3, progress=False)
     assert int(state.step) == 60
     losses = [r["loss"] for r in history["train"]]
@@ -70,9 +70,9 @@ def test_nnx_resume_equals_uninterrupted(tmp_path):
     kw = dict(key=jax.random.key(3), batch_size=32, optimizer="adam", learning_rate=1e-3,
               progress=False)
     objective = training.standard_objective()
-    ref, _ = training.fit(NNXNet(nnx.Rngs(0)), objective, train, num_steps=8, **kw)
-    training.fit(NNXNet(nnx.Rngs(0)), objective, train, num_steps=4, workdir=tmp_path, **kw)
-    resumed, hist = training.fit(NNXNet(nnx.Rngs(0)), objective, train, num_steps=8,
+    ref, _ = training.fit(NNXNet(nnx.Rngs(0)), objective, train, steps=8, **kw)
+    training.fit(NNXNet(nnx.Rngs(0)), objective, train, steps=4, workdir=tmp_path, **kw)
+    resumed, hist = training.fit(NNXNet(nnx.Rngs(0)), objective, train, steps=8,
                                  workdir=tmp_path, **kw)
     assert hist["resumed_from"] == 4 and int(resumed.step) == 8
     for a, b in zip(jax.tree.leaves((resumed.params, resumed.batch_stats, resumed.opt_state)),
@@ -101,7 +101,7 @@ def test_dropout_follows_the_training_keys():
 def test_linen_model_without_train_argument_trains():
     train, test = _digits(512)
     state, _ = training.fit(LinenNoTrain(), training.standard_objective(), train,
-                            key=jax.random.key(0), num_steps=40, batch_size=64,
+                            key=jax.random.key(0), steps=40, batch_size=64,
                             optimizer="adam", learning_rate=1e-2, progress=False)
     logits_fn = models.make_logits_fn(LinenNoTrain(), {"params": state.params})
     assert _accuracy(logits_fn, test) > 0.7
@@ -112,6 +112,6 @@ def test_fit_refuses_what_is_not_a_flax_model(bad):
     train, _ = _digits(64)
     with pytest.raises(ValueError, match="Flax Linen module.*NNX"):
         training.fit(bad, training.standard_objective(), train, key=jax.random.key(0),
-                     num_steps=1, batch_size=32, progress=False)
+                     steps=1, batch_size=32, progress=False)
     with pytest.raises(ValueError, match="Flax Linen module"):
         models.make_logits_fn(bad, {})

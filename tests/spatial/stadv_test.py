@@ -168,7 +168,7 @@ def test_stadv_tau_sweep_and_targeted(mnist_model):
     assert float(sw.flow_loss[1].mean()) < float(sw.flow_loss[0].mean())
     assert int(sw.success[0].sum()) >= int(sw.success[1].sum())
     target = (y + 1) % 10
-    xa = stadv(logits_fn, jax.random.key(0), x, target, targeted=True, tau=0.0, steps=60,
+    xa = stadv(logits_fn, jax.random.key(0), x, y, target=target, tau=0.0, steps=60,
                optimizer="adam", learning_rate=0.03)
     margin = lambda xx: (jnp.take_along_axis(logits_fn(xx), target[:, None], 1)[:, 0]  # noqa
                          - jnp.take_along_axis(logits_fn(xx), y[:, None], 1)[:, 0])

@@ -23,7 +23,7 @@ assert jax.process_count() == 2 and jax.device_count() == 2, jax.devices()
 (x, y), _ = load_mnist(256)
 state, hist = training.fit(
     BNNet(dropout=0.25), training.standard_objective(), (x, y), key=jax.random.key(2),
-    num_steps=3, batch_size=32, learning_rate=0.05, parallel="jit", log_every=1,
+    steps=3, batch_size=32, learning_rate=0.05, parallel="jit", log_every=1,
     progress=False)
 if jax.process_index() == 0:
     with open(args.out, "wb") as f:
@@ -60,7 +60,7 @@ def test_two_processes_equal_one_process(tmp_path):
     (x, y), _ = load_mnist(256)
     ref, hist = training.fit(
         BNNet(dropout=0.25), training.standard_objective(), (x, y), key=jax.random.key(2),
-        num_steps=3, batch_size=32, learning_rate=0.05, parallel="none", log_every=1,
+        steps=3, batch_size=32, learning_rate=0.05, parallel="none", log_every=1,
         progress=False)
     assert max_abs_diff(got["state"], flat(ref)) < 1e-5
     assert len(got["history"]["train"]) == 3

@@ -18,7 +18,7 @@ def test_fit_learns_mnist_and_logs(tmp_path):
     (x, y), (xt, yt) = load_mnist(2560, 500)
     state, hist = training.fit(
         TinyConvNet(), training.standard_objective(), (x, y), key=jax.random.key(0),
-        num_epochs=1, batch_size=64, learning_rate=0.1, log_every=10, eval_ds=(xt, yt),
+        epochs=1, batch_size=64, learning_rate=0.1, log_every=10, eval_ds=(xt, yt),
         eval_every=20, eval_batch_size=192, workdir=tmp_path, progress=False)
     assert int(state.step) == 40
     losses = [r["loss"] for r in hist["train"]]
@@ -52,7 +52,7 @@ def callback(step, metrics):
 
 state, hist = training.fit(
     BNNet(dropout=0.25), training.standard_objective(), (x, y), key=jax.random.key(1),
-    num_steps=8, batch_size=64, learning_rate=0.1, schedule="cosine", momentum=0.9,
+    steps=8, batch_size=64, learning_rate=0.1, schedule="cosine", momentum=0.9,
     weight_decay=1e-3, workdir=workdir, checkpoint_every=3, log_every=1, progress=False,
     callback=callback)
 with open(out, "wb") as f:
@@ -64,7 +64,7 @@ def _fit_resume_reference():
     (x, y), _ = load_mnist(320)
     return training.fit(
         BNNet(dropout=0.25), training.standard_objective(), (x, y), key=jax.random.key(1),
-        num_steps=8, batch_size=64, learning_rate=0.1, schedule="cosine", momentum=0.9,
+        steps=8, batch_size=64, learning_rate=0.1, schedule="cosine", momentum=0.9,
         weight_decay=1e-3, log_every=1, progress=False)
 
 
@@ -110,20 +110,20 @@ def test_checkpoint_roundtrip(tmp_path):
     assert restored.apply_fn is not None and restored.tx is template.tx
 
 
-def test_fit_accepts_a_train_state_and_num_steps():
+def test_fit_accepts_a_train_state_and_steps():
     (x, y), _ = load_mnist(64)
     state = training.create_train_state(TinyMLP(), jax.random.key(0), (1, 28, 28, 1),
                                         training.make_optimizer("adam", learning_rate=1e-3))
     out, hist = training.fit(state, training.standard_objective(), (x, y),
-                             key=jax.random.key(0), num_steps=3, batch_size=32,
+                             key=jax.random.key(0), steps=3, batch_size=32,
                              parallel="none", progress=False)
     assert int(out.step) == 3 and len(hist["train"]) == 1 and hist["eval"] == []
     assert max_abs_diff(flat(out.params), flat(state.params)) > 0
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(num_steps=None), "num_epochs"),
-    (dict(num_epochs=1), "num_epochs"),
+    (dict(steps=None), "epochs"),
+    (dict(epochs=1), "epochs"),
     (dict(batch_size=100), "batch_size"),
     (dict(batch_size=0), "batch_size"),
     (dict(parallel="tpu"), "parallel"),
@@ -134,7 +134,7 @@ def test_fit_accepts_a_train_state_and_num_steps():
 ])
 def test_fit_validation(kwargs, match):
     (x, y), _ = load_mnist(64)
-    args = dict(train_ds=(x, y), key=jax.random.key(0), num_steps=2, batch_size=32,
+    args = dict(train_ds=(x, y), key=jax.random.key(0), steps=2, batch_size=32,
                 progress=False)
     args.update(kwargs)
     train_ds = args.pop("train_ds")
@@ -144,7 +144,7 @@ def test_fit_validation(kwargs, match):
 
 def _bad_fit(images, labels, **kw):
     return training.fit(TinyMLP(), training.standard_objective(), (images, labels),
-                        key=jax.random.key(0), num_steps=2, batch_size=4, progress=False, **kw)
+                        key=jax.random.key(0), steps=2, batch_size=4, progress=False, **kw)
 
 
 @pytest.mark.parametrize("images,labels,match", [
@@ -173,7 +173,7 @@ def test_fit_stops_on_non_finite_loss_and_keeps_last_good_checkpoint(tmp_path):
         return jnp.where(state.step >= 2, jnp.nan, loss), aux
 
     with pytest.raises(training.NonFiniteLossError, match="at step 3"):
-        training.fit(TinyMLP(), objective, (x, y), key=jax.random.key(0), num_steps=6,
+        training.fit(TinyMLP(), objective, (x, y), key=jax.random.key(0), steps=6,
                      batch_size=4, checkpoint_every=1, workdir=tmp_path, progress=False)
     steps = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())
     assert steps and steps[-1] == 2

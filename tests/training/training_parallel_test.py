@@ -22,7 +22,7 @@ for name, model, parallel, with_eval in [("jit_bn_dropout", BNNet(dropout=0.25),
                                          ("pmap_mlp", TinyMLP(), "pmap", False)]:
     init = training.create_train_state(model, jax.random.key(0), (1, 28, 28, 1),
                                        training.make_optimizer(learning_rate=0.05))
-    kw = dict(key=jax.random.key(0), num_steps=2, batch_size=32, progress=False, log_every=1)
+    kw = dict(key=jax.random.key(0), steps=2, batch_size=32, progress=False, log_every=1)
     if with_eval:  # 40 examples in batches of 16: the last one padded and masked
         kw.update(eval_ds=(x[:40], y[:40]), eval_every=2, eval_batch_size=16)
     ref, h_ref = training.fit(init, adv, (x, y), parallel="none", **kw)
