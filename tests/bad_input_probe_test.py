@@ -189,3 +189,27 @@ def test_fit_refuses_bad_data(case, x, y, name, value):
     with pytest.raises((ValueError, TypeError)):
         training.fit(MLP(hidden=4, num_classes=K), training.standard_objective(), (x, y),
                      key=KEY, steps=1, batch_size=max(len(y), 1), progress=False)
+
+
+def test_swept_hyperparameters_accept_traced_values():
+    # vmap over per-example ε (one example per lane), over κ and over τ: the checks accept
+    # traced values and the results respect each lane's value.
+    eps = jnp.array([0.0, 0.05, 0.2])
+    out = jax.vmap(lambda x, y, e: attacks.pgd(logits_fn, KEY, x[None], y[None], eps=e,
+                                               steps=3)[0])(X, Y, eps)
+    dist = np.max(np.abs(np.asarray(out - X)).reshape(N, -1), axis=1)
+    assert np.all(dist <= np.asarray(eps) + 1e-6) and dist[0] == 0.0 and dist[2] > 0.05
+    kappas = jnp.array([0.0, 1.0])
+    cw = jax.vmap(lambda k: losses.cw_loss(logits_fn(X), Y, kappa=k))(kappas)
+    m = np.asarray(losses.margin(logits_fn(X), Y))
+    np.testing.assert_allclose(np.asarray(cw), np.maximum(m[None], -np.asarray(kappas)[:, None]),
+                               atol=1e-6)
+    xs = jax.vmap(lambda k: attacks.carlini_wagner_l2(logits_fn, KEY, X, Y, kappa=k, steps=2,
+                                                      binary_search_steps=1))(kappas)
+    assert xs.shape == (2,) + X.shape
+    taus = jnp.array([0.0, 0.5])
+    st = jax.vmap(lambda t: attacks.stadv(logits_fn, KEY, X, Y, tau=t, steps=2,
+                                          optimizer="adam"))(taus)
+    assert st.shape == (2,) + X.shape and bool(jnp.all(jnp.isfinite(st)))
+    with pytest.raises(ValueError, match="`kappa`"):
+        robustjax.checked(lambda k: losses.cw_loss(logits_fn(X), Y, kappa=k))(jnp.float32(-1.0))

@@ -136,7 +136,7 @@ def carlini_wagner_l2_with_info(
 
 def _cw(logits_fn, key, x, y, *, target, kappa, steps, learning_rate, binary_search_steps,
         initial_const, box) -> CWResult:
-    V.check_nonnegative(kappa, "kappa")
+    V.check_nonnegative_value(kappa, "kappa")
     V.check_positive_int(steps, "steps")
     V.check_positive(learning_rate, "learning_rate")
     V.check_positive_int(binary_search_steps, "binary_search_steps")

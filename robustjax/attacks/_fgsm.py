@@ -60,7 +60,7 @@ def fgsm(
     B.check_eps(eps)
     V.check_choice(norm, "norm", P.NORMS)
     V.check_choice(loss, "loss", B.LOSSES)
-    V.check_nonnegative(kappa, "kappa")
+    V.check_nonnegative_value(kappa, "kappa")
     num_classes = B.check_attack_inputs(logits_fn, key, x, y, box=box)
     x = jnp.asarray(x)
     y, targeted = B.resolve_target(y, target, num_classes)

@@ -96,7 +96,7 @@ def _check_common(steps, max_step, schedule, binary_search_steps, initial_const,
     V.check_choice(schedule, "schedule", SCHEDULES)
     V.check_positive_int(binary_search_steps, "binary_search_steps")
     V.check_positive(initial_const, "initial_const")
-    V.check_nonnegative(kappa, "kappa")
+    V.check_nonnegative_value(kappa, "kappa")
     if box is not None and (len(box) != 2 or not float(box[0]) < float(box[1])):
         raise ValueError(f"`box` must be (lo, hi) with lo < hi or None, got {box!r}.")
 

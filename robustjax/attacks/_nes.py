@@ -134,7 +134,7 @@ def nes_attack(
     V.check_positive(sigma, "sigma")
     V.check_positive(learning_rate, "learning_rate")
     V.check_nonnegative(const, "const")
-    V.check_nonnegative(kappa, "kappa")
+    V.check_nonnegative_value(kappa, "kappa")
     num_classes = B.check_attack_inputs(logits_fn, key, x, y, box=box)
     y, targeted = B.resolve_target(y, target, num_classes)
     x = jnp.asarray(x)

@@ -203,7 +203,7 @@ def _check_common(eps, steps, norm, loss, restarts, random_start, step_size, kap
         )
     if step_size is not None and not callable(step_size):
         B.check_nonnegative_scalar(step_size, "step_size")
-    V.check_nonnegative(kappa, "kappa")
+    V.check_nonnegative_value(kappa, "kappa")
 
 
 def _run(

@@ -151,7 +151,7 @@ def _to_display(img: np.ndarray) -> tuple[np.ndarray, str | None]:
 def plot_examples(
     clean: Any,
     adv: Any,
-    labels: Any,
+    y: Any,
     preds_clean: Any,
     preds_adv: Any,
     path: str | os.PathLike,
@@ -171,7 +171,7 @@ def plot_examples(
     Args:
       clean: ``[N, H, W, C]`` images in ``[0, 1]`` (``C`` = 1 or 3).
       adv: ``[N, H, W, C]`` adversarial images.
-      labels, preds_clean, preds_adv: ``int [N]``.
+      y, preds_clean, preds_adv: ``int [N]``.
       path: output ``.png`` path.
       max_examples: at most this many (the first) examples are shown.
       class_names: optional names indexed by class.
@@ -191,7 +191,7 @@ def plot_examples(
             f"`adv` must have the shape of `clean`, got {adv.shape} and {clean.shape}.")
     n = clean.shape[0]
     arrays = {}
-    for name, v in (("labels", labels), ("preds_clean", preds_clean), ("preds_adv", preds_adv)):
+    for name, v in (("labels", y), ("preds_clean", preds_clean), ("preds_adv", preds_adv)):
         v = np.asarray(v).reshape(-1)
         if v.shape[0] != n:
             raise ValueError(f"`{name}` must have {n} entries, got {v.shape[0]}.")
