@@ -375,6 +375,8 @@ def llr_objective(
         def frozen_loss(z):
             return _losses.cross_entropy(logits_at(frozen_p, frozen_s, z), y)
 
+        _check_label_range(y, jax.eval_shape(lambda z: logits_at(frozen_p, frozen_s, z), x))
+
         loss0, grad0 = _loss_and_input_grad(frozen_loss, x)
         delta, _ = maximize_linearity_gap(
             frozen_loss, _start_keys(key, batch), x, eps=eps_t, steps=steps,
@@ -389,7 +391,6 @@ def llr_objective(
         (loss_x, logits_x), (directional, _) = jax.jvp(
             loss_and_logits, (x,), (delta,)
         )
-        _check_label_range(y, logits_x)
         loss_xd = _losses.cross_entropy(logits_at(params, stats, x + delta), y)
         gap = jnp.abs(loss_xd - loss_x - directional)
         lin = jnp.abs(directional)
@@ -554,6 +555,7 @@ def adv_k_objective(
         def logits_fn(z):
             return state.apply_fn(frozen, z, train=False)
 
+        _check_label_range(y, jax.eval_shape(logits_fn, x))
         x0 = x
         if random_start:
             x0 = x + random_delta(_start_keys(k_start, batch), x, eps=eps_t, norm=norm)
