@@ -19,6 +19,7 @@ from robustjax.evaluation._masking import check_unbounded_attack
 from robustjax.evaluation._masking import format_masking_summary
 from robustjax.evaluation._masking import gradient_masking_checks
 from robustjax.evaluation._masking import unbounded_attack_accuracy
+from robustjax.evaluation._parallel import data_parallel
 from robustjax.evaluation._plots import plot_accuracy_vs_distortion
 from robustjax.evaluation._plots import plot_accuracy_vs_eps
 from robustjax.evaluation._plots import plot_examples
@@ -62,6 +63,7 @@ __all__ = [
     "check_robust_below_clean",
     "check_unbounded_attack",
     "correct",
+    "data_parallel",
     "distortion",
     "format_masking_summary",
     "format_table",

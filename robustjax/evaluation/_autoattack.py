@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -22,6 +22,7 @@ import numpy as np
 
 from robustjax._src import validation as V
 from robustjax._src.types import PRNGKey
+from robustjax.evaluation import _parallel
 from robustjax.projections import per_example_norm
 
 __all__ = ["AutoAttackResult", "autoattack", "autoattack_fn", "autoattack_members",
@@ -29,6 +30,25 @@ __all__ = ["AutoAttackResult", "autoattack", "autoattack_fn", "autoattack_member
 
 AUTOATTACK_VERSIONS = ("standard", "plus", "rand")
 _MIN_BUCKET = 8
+
+# Jitted members and predictors of earlier calls, so that calling `autoattack` again on the same
+# model (another dataset slice, a second key) neither retraces nor recompiles. Keyed by the
+# model object, the member's identity (version and budgets for the built-in members, the
+# callable for `attacks=`), the norm and the devices; a few entries, oldest dropped first.
+_JIT_CACHE: dict[Any, Callable[..., Any]] = {}
+_JIT_CACHE_SIZE = 32
+
+
+def _cached(key: Any, make: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
+    try:
+        hash(key)
+    except TypeError:  # an unhashable model or eps: no reuse across calls
+        return make()
+    if key not in _JIT_CACHE:
+        if len(_JIT_CACHE) >= _JIT_CACHE_SIZE:
+            _JIT_CACHE.pop(next(iter(_JIT_CACHE)))
+        _JIT_CACHE[key] = make()
+    return _JIT_CACHE[key]
 
 
 class AutoAttackResult(NamedTuple):
@@ -146,6 +166,7 @@ def autoattack(
     jit: bool = True,
     steps: int = 100,
     n_queries: int = 5000,
+    devices: Sequence[Any] | None = None,
 ) -> AutoAttackResult:
     """AutoAttack robust accuracy: each member attacks only the points still robust.
 
@@ -157,6 +178,11 @@ def autoattack(
     ε-ball: outputs outside it raise). The per-point result is the worst case over members, so
     ``robust`` equals "correct clean and robust to every member run on its own" up to the
     randomness the members draw. A ``tqdm`` bar per member shows the remaining robust points.
+
+    With several local devices each chunk is sharded over them (data parallel, see
+    :func:`robustjax.evaluation.data_parallel`; bucket sizes rounded up to a multiple of the
+    device count): the per-point result equals one device's with the same key, up to float
+    effects of XLA's per-device kernels.
 
     Args:
       logits_fn: the model ``x [N, ...] -> logits [N, K]`` (e.g. ``jax.jit(partial(
@@ -182,6 +208,9 @@ def autoattack(
       steps, n_queries: budgets of the version's members (APGD/FAB iterations, Square
         queries); the defaults are the paper's — lower them only for smoke runs and label
         the result as a deviation.
+      devices: devices to shard each chunk over (needs ``jit=True``); default
+        ``jax.local_devices()`` (one on a plain CPU host: unchanged);
+        ``jax.local_devices()[:1]`` runs unsharded.
 
     Returns:
       :class:`AutoAttackResult`.
@@ -205,6 +234,8 @@ def autoattack(
         raise ValueError(f"`logits_fn` must be callable, got {type(logits_fn).__name__}.")
     if batch_size is not None:
         V.check_positive_int(batch_size, "batch_size")
+    mesh = _parallel.resolve_mesh(devices) if jit else None
+    num_dev = 1 if mesh is None else mesh.devices.size
     x = np.asarray(x, np.float32)
     y = np.asarray(y, np.int32)
     n = x.shape[0]
@@ -229,19 +260,33 @@ def autoattack(
     for name, a in members.items():
         if not isinstance(name, str) or not callable(a):
             raise ValueError(f"`attacks` must map str -> callable, got {name!r} -> {a!r}.")
-    wrap = jax.jit if jit else (lambda f: f)
+    mesh_id = None if mesh is None else tuple(d.id for d in mesh.devices.flat)
+    eps_id = float(eps) if np.ndim(eps) == 0 else None
+
+    def member_id(name):
+        if attacks is not None:
+            return ("attacks", name, attacks[name])
+        return ("builtin", name, version, eps_id, norm, num_classes, steps, n_queries)
+
+    def wrap(f, batch_argnums, num_args, cache_key):
+        if not jit:
+            return f
+        make = lambda: _parallel.sharded_jit(f, mesh, batch_argnums, num_args)  # noqa: E731
+        if eps_id is None and attacks is None:
+            return make()
+        return _cached((logits_fn, randomized, mesh_id) + cache_key, make)
 
     def predict(k, v):
         return jnp.argmax(logits_fn(k, v) if randomized else logits_fn(v), axis=-1)
 
-    predict_c = wrap(predict)
+    predict_c = wrap(predict, (1,), 2, ("predict",))
 
     def run_chunks(fn, idx, name, bar):
         """Apply ``fn(chunk, xb, yb) -> array`` to ``x[idx]`` in bucketed chunks."""
         outs = []
         for c, start in enumerate(range(0, len(idx), cap)):
             sel = idx[start:start + cap]
-            b = _bucket(len(sel), cap)
+            b = _parallel.round_up(_bucket(len(sel), cap), num_dev)
             xb = jnp.asarray(_pad_to(x[sel], b))
             yb = jnp.asarray(_pad_to(y[sel], b))
             outs.append(fn(c, xb, yb, len(sel)))
@@ -267,7 +312,7 @@ def autoattack(
                     f"attack {name!r} returned shape {xa.shape} for input shape {xb.shape}.")
             return xa, per_example_norm(xa - xb, norm=norm)
 
-        member_c = wrap(member)
+        member_c = wrap(member, (1, 2), 3, member_id(name))
         idx = np.nonzero(robust)[0]
         bar = None
         if progress and len(idx):

@@ -31,6 +31,7 @@ import numpy as np
 
 from robustjax._src import validation as V
 from robustjax._src.types import Array, ArrayLike, BoundAttack, LogitsFn, PRNGKey
+from robustjax.evaluation import _parallel
 from robustjax.projections import per_example_norm
 
 __all__ = [
@@ -468,6 +469,7 @@ def robustness_report(
     distortion_threshold: Mapping[str, tuple[str, float]] | None = None,
     masking_checks: bool = True,
     rescore_keys: int = 0,
+    devices: Sequence[Any] | None = None,
 ) -> RobustnessReport:
     r"""Evaluate ``logits_fn`` on a dataset, clean and under every attack, batch by batch.
 
@@ -481,6 +483,15 @@ def robustness_report(
     no randomness (FGSM, PGD without random start, ...) the result is therefore identical to
     running the whole dataset as one batch; attacks that draw noise of shape ``[B, ...]`` get
     different (equally distributed) noise under a different batching.
+
+    **Devices.** With several local devices (GPUs, TPU cores, or CPU host devices from
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=D``) every batch is sharded over them
+    (:func:`robustjax.evaluation.data_parallel`): each batch covers the same rows and gets
+    the same key as on one device, padded to a multiple of the device count ``D``, and each
+    device attacks ``ceil(B / D)`` rows. The per-example results equal one
+    device's with the same key (random draws are element-wise under JAX's partitionable
+    Threefry, so neither the sharding nor the padding rows change them), up to float effects
+    of XLA's per-device kernels.
 
     Args:
       logits_fn: model, ``x [B, H, W, C] -> logits [B, K]`` (closed over its parameters).
@@ -514,6 +525,9 @@ def robustness_report(
         column and draw); per example, correct means correct under every draw (worst case)
         and :attr:`RobustnessReport.rescored_accuracy` gives mean and worst over draws. The
         attacks are bound by the caller (e.g. to ``eot(logits_fn, ...)``).
+      devices: devices to shard each batch over (data parallel, needs ``jit=True``); default
+        ``jax.local_devices()`` — one device on a plain CPU host, so nothing changes there.
+        ``devices=jax.local_devices()[:1]`` runs unsharded.
 
     Returns:
       A :class:`RobustnessReport` with per-example predictions and distortions.
@@ -541,12 +555,14 @@ def robustness_report(
     x, y = _check_dataset(x, y, (lambda v: logits_fn(key, v)) if rescore_keys else logits_fn)
     V.check_positive_int(batch_size, "batch_size")
     thresholds = _check_thresholds(distortion_threshold, attacks)
+    mesh = _parallel.resolve_mesh(devices)
     rescore_base = jax.random.fold_in(key, zlib.crc32(b"rescore") & 0x7FFFFFFF)
     return _evaluate(logits_fn, x, y, attacks,
                      key_fn=lambda name, b: attack_key(key, name, b), batch_size=batch_size,
                      progress=progress, jit=jit, desc=desc, thresholds=thresholds,
                      masking_checks=masking_checks, rescore_keys=rescore_keys,
-                     rescore_key_fn=lambda name, b: attack_key(rescore_base, name, b))
+                     rescore_key_fn=lambda name, b: attack_key(rescore_base, name, b),
+                     mesh=mesh)
 
 
 def _check_thresholds(thresholds, attacks) -> dict[str, tuple[str, float]]:
@@ -648,8 +664,12 @@ def _evaluate(
     masking_checks: bool = False,
     rescore_keys: int = 0,
     rescore_key_fn: Callable[[str, int], PRNGKey] | None = None,
+    mesh: Any = None,
 ) -> RobustnessReport:
-    """The driver of :func:`robustness_report`; ``key_fn(name, batch_index)`` gives the keys."""
+    """The driver of :func:`robustness_report`; ``key_fn(name, batch_index)`` gives the keys.
+
+    ``mesh``: a one-axis mesh of several devices to shard each batch over (``jit`` only), or
+    ``None``."""
     if not isinstance(attacks, Mapping):
         raise ValueError(
             f"`attacks` must be a mapping name -> attack, got {type(attacks).__name__}.")
@@ -659,6 +679,11 @@ def _evaluate(
 
     n = images.shape[0]
     bs = min(batch_size, n)
+    if not jit:
+        mesh = None
+    # Batches cover the same rows (and get the same keys) on any number of devices; with D
+    # devices each is padded to a multiple of D rows (the padding rows are dropped).
+    padded = bs if mesh is None else _parallel.round_up(bs, mesh.devices.size)
 
     rs = int(rescore_keys)
 
@@ -683,9 +708,13 @@ def _evaluate(
                     per_example_norm(d, norm="l2"))
         return f
 
-    wrap = jax.jit if jit else (lambda f: f)
-    clean_fn = wrap(clean_eval)
-    attack_fns = {name: wrap(make_eval(a)) for name, a in attacks.items()}
+    if jit:
+        clean_fn = _parallel.sharded_jit(clean_eval, mesh, (1,), 2)
+        attack_fns = {name: _parallel.sharded_jit(make_eval(a), mesh, (2, 3), 4)
+                      for name, a in attacks.items()}
+    else:
+        clean_fn = clean_eval
+        attack_fns = {name: make_eval(a) for name, a in attacks.items()}
     if rescore_key_fn is None:
         rescore_key_fn = key_fn
     draws = None if not rs else {
@@ -706,8 +735,8 @@ def _evaluate(
     try:
         for b, start, stop in batches:
             m = stop - start
-            xb = jnp.asarray(_pad(images[start:stop], bs))
-            yb = jnp.asarray(_pad(labels[start:stop], bs))
+            xb = jnp.asarray(_pad(images[start:stop], padded))
+            yb = jnp.asarray(_pad(labels[start:stop], padded))
             cp = np.asarray(clean_fn(rescore_key_fn("clean", b), xb))
             if rs:
                 draws["clean"][:, start:stop] = cp[:, :m] == labels[None, start:stop]
