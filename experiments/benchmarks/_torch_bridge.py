@@ -8,6 +8,12 @@
 * :class:`TorchWorker` — a worker subprocess speaking one JSON line per request/answer.
 * :func:`find_torch_python` — the Python of the torch environment (``--torch-python``,
   ``/work/torchvenv`` or ``/work/tavenv``).
+* :func:`add_device_flags` / :func:`configure_xla` — ``--devices`` / ``--eigen-threads`` /
+  ``--cpu-recipe`` options that set ``XLA_FLAGS`` before JAX is imported (host devices, one
+  thread each: the README's CPU recipe), and :func:`device_info` to report them.
+* :func:`train_madry_cnn` — the Madry MNIST CNN briefly trained (standard training) on the
+  embedded digits, shared by ``attacks.py`` and ``autoattack.py``.
+* :func:`uptime` — the ``uptime`` line (load average) for before/after records.
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import textwrap
+import time
 
 import numpy as np
 
@@ -132,3 +140,103 @@ class TorchWorker:
         finally:
             if os.path.exists(self.script):
                 os.unlink(self.script)
+
+
+def add_device_flags(parser) -> None:
+    """Add ``--devices``, ``--eigen-threads`` and ``--cpu-recipe`` to an argparse parser."""
+    parser.add_argument(
+        "--devices", type=int, default=None,
+        help="CPU host devices (--xla_force_host_platform_device_count); robustjax then "
+             "shards each batch over them (evaluation.data_parallel). Default: XLA's (1)")
+    parser.add_argument(
+        "--eigen-threads", choices=("on", "off"), default=None,
+        help="--xla_cpu_multi_thread_eigen: 'off' runs each host device on one thread")
+    parser.add_argument(
+        "--cpu-recipe", action="store_true",
+        help="the README's CPU recipe: --devices <cores> --eigen-threads off")
+
+
+def configure_xla(args) -> str:
+    """Set ``XLA_FLAGS`` from the parsed device options; must run before ``import jax``."""
+    if "jax" in sys.modules:
+        raise RuntimeError("configure_xla must run before jax is imported")
+    if args.cpu_recipe:
+        args.devices = args.devices or os.cpu_count()
+        args.eigen_threads = args.eigen_threads or "off"
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    if args.devices:
+        flags = [f for f in flags if not f.startswith("--xla_force_host_platform_device_count")]
+        flags.append(f"--xla_force_host_platform_device_count={args.devices}")
+    if args.eigen_threads:
+        flags = [f for f in flags if not f.startswith("--xla_cpu_multi_thread_eigen")]
+        flags.append("--xla_cpu_multi_thread_eigen=" + (
+            "true" if args.eigen_threads == "on" else "false"))
+    os.environ["XLA_FLAGS"] = " ".join(flags)
+    return os.environ["XLA_FLAGS"]
+
+
+def device_info() -> dict:
+    """Backend, local device count and ``XLA_FLAGS`` (imports jax)."""
+    import jax
+
+    return {"backend": jax.default_backend(), "local_devices": jax.local_device_count(),
+            "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), "jax": jax.__version__,
+            "cpu_count": os.cpu_count(),
+            "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS")}
+
+
+def uptime() -> str:
+    """The ``uptime`` line (or the load average when ``uptime`` is missing)."""
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    except OSError:  # pragma: no cover
+        return f"loadavg {os.getloadavg()}"
+
+
+def embedded_mnist():
+    """``(x_train, y_train, x_test, y_test)`` of the embedded digits, NHWC float32 in [0, 1]."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    npz = os.path.join(here, "..", "..", "robustjax", "data", "_embedded", "mnist_12k.npz")
+    d = np.load(npz)
+    return (d["train_images"].astype(np.float32)[..., None] / 255.0,
+            d["train_labels"].astype(np.int32),
+            d["test_images"].astype(np.float32)[..., None] / 255.0,
+            d["test_labels"].astype(np.int32))
+
+
+def train_madry_cnn(train_steps: int = 300, *, seed: int = 0):
+    """``robustjax.models.MadryCNN`` (5×5 convs 32/64, fc 1024) after ``train_steps`` Adam
+    steps (lr 1e-3, batch 64) of standard training on the embedded digits.
+
+    Returns ``(model, variables, seconds)``; deterministic given ``seed``.
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from robustjax.models import MadryCNN
+
+    model = MadryCNN()
+    xtr, ytr, _, _ = embedded_mnist()
+    variables = model.init(jax.random.key(seed), jnp.zeros((1, 28, 28, 1)))
+    params = variables["params"]
+    tx = optax.adam(1e-3)
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def train_step(params, opt_state, xb, yb):
+        def loss(p):
+            logits = model.apply({"params": p}, xb)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+        g = jax.grad(loss)(params)
+        upd, opt_state = tx.update(g, opt_state, params)
+        return optax.apply_updates(params, upd), opt_state
+
+    rng = np.random.default_rng(seed)
+    t = time.perf_counter()
+    for _ in range(train_steps):
+        idx = rng.integers(0, len(xtr), 64)
+        params, opt_state = train_step(params, opt_state, xtr[idx], ytr[idx])
+    jax.block_until_ready(params)
+    return model, {"params": params}, time.perf_counter() - t

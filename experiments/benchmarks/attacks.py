@@ -11,10 +11,20 @@ The model is briefly trained (standard training, a few hundred Adam steps on the
 subset) so that clean accuracy is meaningful; robust accuracy of both implementations is
 reported so that they can be checked for agreement.
 
+Devices (``--devices``, ``--eigen-threads``, ``--cpu-recipe``; set as ``XLA_FLAGS`` before JAX
+is imported): with several CPU host devices robustjax's attacks run through
+``robustjax.evaluation.data_parallel`` (each batch sharded over the devices); ``--cpu-recipe``
+is the README's recipe, one single-threaded host device per core. Compile time is reported
+apart (single device: ``lower().compile()``; several: the first call minus the steady median).
+``--out DIR`` also writes ``DIR/<--name>.json`` and ``.md``; ``uptime`` is recorded before and
+after. Only a run on an idle machine (1-minute load < 1) is a performance claim.
+
 Examples::
 
   python experiments/benchmarks/attacks.py --quick
   OPENBLAS_NUM_THREADS=1 python experiments/benchmarks/attacks.py --batch 256 --steps 40
+  OPENBLAS_NUM_THREADS=1 python experiments/benchmarks/attacks.py --attacks pgd --cpu-recipe \
+      --out experiments/results/performance --name pgd40_cpu_recipe
 
 Variants (``--variants``) time alternative formulations of the same PGD within the run:
 ``flax_pool`` (``nn.max_pool`` instead of reshape+max), ``fori`` (a rolled ``fori_loop``,
@@ -43,6 +53,8 @@ _TORCH_WORKER = _torch_bridge.TORCH_NET + textwrap.dedent(
     import torchattacks
     torch.manual_seed(0)
     d = np.load(sys.argv[1])
+    if int(d["threads"]) > 0:
+        torch.set_num_threads(int(d["threads"]))
     net = load_net(d)
     x = torch.from_numpy(d["x"]).permute(0, 3, 1, 2).contiguous()
     y = torch.from_numpy(d["y"]).long()
@@ -90,75 +102,27 @@ def _parse():
     p.add_argument("--attacks", default="pgd,multi_targeted,cw",
                    help="comma list of attacks to time: pgd,multi_targeted,cw")
     p.add_argument("--torch-python", default=None)
+    p.add_argument("--torch-threads", type=int, default=0,
+                   help="torch intra-op threads (0: torch's default, one per core)")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--out", default=None, help="directory for <name>.json and <name>.md")
+    p.add_argument("--name", default="attacks", help="file name stem under --out")
+    _torch_bridge.add_device_flags(p)
     p.add_argument("--quick", action="store_true",
                    help="tiny run (batch 32, 10 steps, 1 rep) to check the script works")
     return p.parse_args()
 
 
 def _model_and_data(args):
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    try:
-        from robustjax.models import MadryCNN
-        model = MadryCNN()
-        source = "robustjax.models.MadryCNN"
-    except ImportError:  # pragma: no cover - fallback while models is being written
-        import flax.linen as nn
-
-        class MadryCNN(nn.Module):
-            @nn.compact
-            def __call__(self, x, train=False):
-                for f in (32, 64):
-                    x = nn.relu(nn.Conv(f, (5, 5), padding="SAME")(x))
-                    n, h, w, c = x.shape
-                    x = jnp.max(x.reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4))
-                x = x.reshape(x.shape[0], -1)
-                h = nn.relu(nn.Dense(1024)(x))
-                return nn.Dense(10)(h)
-
-        model = MadryCNN()
-        source = "local"
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    npz = os.path.join(here, "..", "..", "robustjax", "data", "_embedded", "mnist_12k.npz")
-    d = np.load(npz)
-    xtr = d["train_images"].astype(np.float32)[..., None] / 255.0
-    ytr = d["train_labels"].astype(np.int32)
-    xte = d["test_images"].astype(np.float32)[..., None] / 255.0
-    yte = d["test_labels"].astype(np.int32)
-
-    variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
-    params = variables["params"]
-    tx = optax.adam(1e-3)
-    opt_state = tx.init(params)
-
-    @jax.jit
-    def train_step(params, opt_state, xb, yb):
-        def loss(p):
-            logits = model.apply({"params": p}, xb)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
-
-        g = jax.grad(loss)(params)
-        upd, opt_state = tx.update(g, opt_state, params)
-        return optax.apply_updates(params, upd), opt_state
-
-    rng = np.random.default_rng(0)
-    t = time.perf_counter()
-    for _ in range(args.train_steps):
-        idx = rng.integers(0, len(xtr), 64)
-        params, opt_state = train_step(params, opt_state, xtr[idx], ytr[idx])
-    jax.block_until_ready(params)
-    train_s = time.perf_counter() - t
+    model, variables, train_s = _torch_bridge.train_madry_cnn(args.train_steps)
+    _, _, xte, yte = _torch_bridge.embedded_mnist()
     x = xte[: args.batch]
     y = yte[: args.batch]
     if len(x) < args.batch:
         reps = -(-args.batch // len(x))
         x = np.concatenate([x] * reps)[: args.batch]
         y = np.concatenate([y] * reps)[: args.batch]
-    return model, {"params": params}, x, y, source, train_s
+    return model, variables, x, y, "robustjax.models.MadryCNN", train_s
 
 
 def _flax_pool_model():
@@ -180,7 +144,7 @@ def _flax_pool_model():
 def _export_torch(variables, x, y, args, path):
     _torch_bridge.export_mnist_cnn(
         variables["params"], path, x=x, y=y, steps=args.steps, eps=args.eps,
-        alpha=args.step_size, cw_steps=args.cw_steps, cw_c=1.0)
+        alpha=args.step_size, cw_steps=args.cw_steps, cw_c=1.0, threads=args.torch_threads)
 
 
 class _TorchWorker(_torch_bridge.TorchWorker):
@@ -194,11 +158,13 @@ def main():
         args.batch, args.steps, args.reps = 32, 10, 1
         args.cw_steps, args.cw_binary_steps, args.train_steps = 10, 2, 50
     mt_steps = args.mt_steps or args.steps
+    xla_flags = _torch_bridge.configure_xla(args)
+    uptime_start = _torch_bridge.uptime()
 
     import jax
     import jax.numpy as jnp
 
-    from robustjax import attacks
+    from robustjax import attacks, evaluation
 
     model, variables, x_np, y_np, source, train_s = _model_and_data(args)
     x, y = jnp.asarray(x_np), jnp.asarray(y_np)
@@ -258,7 +224,18 @@ def main():
         else:
             raise SystemExit(f"unknown variant {var!r}")
 
+    ndev = jax.local_device_count()
+    if ndev > 1:
+        bad = [v for v in variants if v == "stepwise"]
+        if bad:
+            raise SystemExit("--variants stepwise runs on one device only")
+        for name, f in list(fns.items()):
+            # (variables, key) is the replicated first argument; x, y are sharded.
+            dp = evaluation.data_parallel(lambda state, xx, yy, f=f: f(state[0], state[1], xx, yy))
+            fns[name] = (lambda dp: lambda v, key, xx, yy: dp((v, key), xx, yy))(dp)
+
     result = {
+        "uptime_start": uptime_start, "xla_flags": xla_flags, "local_devices": ndev,
         "model": f"MadryCNN ({source})", "batch": n, "steps": args.steps, "eps": args.eps,
         "step_size": args.step_size, "cw_steps": args.cw_steps,
         "cw_binary_steps": args.cw_binary_steps, "multi_targeted_steps": mt_steps,
@@ -270,11 +247,21 @@ def main():
     clean = float(jnp.mean(jnp.argmax(logits(variables, x), -1) == y))
     result["clean_acc"] = clean
 
-    compiled, compile_s = {}, {}
+    # XLA's FLOP count of the PGD program (lowered, not compiled): the work per image, to turn
+    # images/s into achieved GFLOP/s on both sides (torch runs the same convolutions).
+    pgd_flops = make_pgd(model).lower(variables, jax.random.key(0), x, y).cost_analysis()
+    pgd_flops = float(pgd_flops["flops"]) / n if pgd_flops and "flops" in pgd_flops else None
+    result["pgd_flops_per_image"] = pgd_flops
+    compiled, compile_s, first_s = {}, {}, {}
     for name, f in fns.items():
         t = time.perf_counter()
-        compiled[name] = f.lower(variables, jax.random.key(0), x, y).compile()
-        compile_s[name] = time.perf_counter() - t
+        if ndev == 1:
+            compiled[name] = f.lower(variables, jax.random.key(0), x, y).compile()
+            compile_s[name] = time.perf_counter() - t
+        else:  # first call = compile + one run; compile_s = first call - steady median
+            compiled[name] = f
+            jax.block_until_ready(f(variables, jax.random.key(0), x, y))
+            first_s[name] = time.perf_counter() - t
 
     torch_py = _torch_bridge.find_torch_python(args.torch_python)
     worker = None
@@ -290,6 +277,10 @@ def main():
             result["torch_error"] = repr(e)
             worker = None
 
+    if worker is not None:  # one untimed warm-up per torch attack (JAX warmed up above)
+        for name in fns:
+            if name in ("pgd", "cw_fixed_c"):
+                worker.run("pgd" if name == "pgd" else "cw")
     times = {name: [] for name in fns}
     accs, extra = {}, {}
     ttimes = {"pgd": [], "cw": []}
@@ -315,6 +306,8 @@ def main():
     for name in fns:
         best = min(times[name])
         med = float(np.median(times[name]))
+        if name in first_s:
+            compile_s[name] = first_s[name] - med
         out[name] = {"images_per_s": round(n / med, 2), "images_per_s_best": round(n / best, 2),
                      "median_s": round(med, 3), "compile_s": round(compile_s[name], 2),
                      "robust_acc": accs[name], **{k: round(v, 4) for k, v in extra[name].items()}}
@@ -330,16 +323,56 @@ def main():
                 "linf": round(tacc[tname]["linf"], 4),
                 "mean_l2": round(tacc[tname]["mean_l2"], 4),
             }
+            if tname == "pgd" and pgd_flops:
+                out["torchattacks_pgd"]["achieved_gflop_s"] = round(
+                    pgd_flops * n / med / 1e9, 1)
             # Per-rep paired ratios (interleaved), then the median.
             ratios = [tt / jt for jt, tt in zip(times[jname], ttimes[tname])]
             out["speed_ratio_jax_over_torch_" + tname] = round(float(np.median(ratios)), 3)
+    if pgd_flops:
+        out["pgd"]["achieved_gflop_s"] = round(pgd_flops * out["pgd"]["images_per_s"] / 1e9, 1)
     for var in variants:
         key = f"pgd[{var}]"
         ratios = [b / a for a, b in zip(times["pgd"], times[key])]
         out[f"speed_ratio_pgd_over_{var}"] = round(float(np.median(ratios)), 3)
     result["results"] = out
     result["loadavg_end"] = os.getloadavg()
+    result["uptime_end"] = _torch_bridge.uptime()
+    result["command"] = " ".join(["python", "experiments/benchmarks/attacks.py"] + sys.argv[1:])
     print(json.dumps(result, indent=1))
+    summary = _summary(result)
+    print(summary)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, args.name + ".json"), "w") as f:
+            json.dump(result, f, indent=1)
+        with open(os.path.join(args.out, args.name + ".md"), "w") as f:
+            f.write(summary + "\n")
+
+
+def _summary(r) -> str:
+    """Markdown lines: images/s, compile, robust accuracy, and the ratio vs torchattacks."""
+    res = r["results"]
+    lines = [f"`{r['command']}`", "",
+             f"MadryCNN, batch {r['batch']}, PGD-{r['steps']} ℓ∞ ε = {r['eps']}; "
+             f"{r['local_devices']} local device(s), XLA_FLAGS=`{r['xla_flags']}`; "
+             f"torch threads {r.get('torch_threads', '–')}. Clean accuracy "
+             f"{r['clean_acc']:.3f} (torch {r.get('torch_clean_acc', float('nan')):.3f}).", "",
+             "| attack | img/s (median) | img/s (best) | compile s | robust acc | GFLOP/s |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, v in res.items():
+        if isinstance(v, dict):
+            lines.append(f"| {name} | {v['images_per_s']} | {v['images_per_s_best']} | "
+                         f"{v.get('compile_s', '–')} | {v['robust_acc']:.4f} | "
+                         f"{v.get('achieved_gflop_s', '–')} |")
+    if r.get("pgd_flops_per_image"):
+        lines.append(f"\nPGD work per image (XLA cost analysis): "
+                     f"{r['pgd_flops_per_image'] / 1e9:.3f} GFLOP.")
+    for k, v in res.items():
+        if k.startswith("speed_ratio_jax_over_torch"):
+            lines.append(f"\n**{k}: {v}×** (median of per-repetition ratios, interleaved)")
+    lines.append(f"\nuptime before: `{r['uptime_start']}`; after: `{r['uptime_end']}`")
+    return "\n".join(lines)
 
 
 def _random_start(key, xx, args):
