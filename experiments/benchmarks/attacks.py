@@ -72,6 +72,14 @@ _TORCH_WORKER = _torch_bridge.TORCH_NET + textwrap.dedent(
         name = line.strip()
         if not name:
             continue
+        if name == "gemm":  # dense float32 matmul throughput of this torch build
+            a = torch.randn(2048, 2048); b = torch.randn(2048, 2048)
+            torch.mm(a, b)
+            ts = []
+            for _ in range(5):
+                t = time.perf_counter(); torch.mm(a, b); ts.append(time.perf_counter() - t)
+            print(json.dumps({"gflop_s": 2 * 2048 ** 3 / min(ts) / 1e9}), flush=True)
+            continue
         t = time.perf_counter()
         xa = attacks[name](x, y)
         dt = time.perf_counter() - t
@@ -108,6 +116,9 @@ def _parse():
     p.add_argument("--out", default=None, help="directory for <name>.json and <name>.md")
     p.add_argument("--name", default="attacks", help="file name stem under --out")
     _torch_bridge.add_device_flags(p)
+    p.add_argument("--gemm", action="store_true",
+                   help="also measure dense float32 matmul GFLOP/s (2048², JAX sharded over "
+                        "the devices, and torch): the machine's practical compute ceiling")
     p.add_argument("--quick", action="store_true",
                    help="tiny run (batch 32, 10 steps, 1 rep) to check the script works")
     return p.parse_args()
@@ -281,6 +292,10 @@ def main():
         for name in fns:
             if name in ("pgd", "cw_fixed_c"):
                 worker.run("pgd" if name == "pgd" else "cw")
+    if args.gemm:
+        result["gemm_gflop_s"] = {"jax": round(_jax_gemm_gflops(), 1)}
+        if worker is not None:
+            result["gemm_gflop_s"]["torch"] = round(worker.run("gemm")["gflop_s"], 1)
     times = {name: [] for name in fns}
     accs, extra = {}, {}
     ttimes = {"pgd": [], "cw": []}
@@ -368,11 +383,34 @@ def _summary(r) -> str:
     if r.get("pgd_flops_per_image"):
         lines.append(f"\nPGD work per image (XLA cost analysis): "
                      f"{r['pgd_flops_per_image'] / 1e9:.3f} GFLOP.")
+    if r.get("gemm_gflop_s"):
+        lines.append(f"Dense float32 matmul (2048²) on the same setup, GFLOP/s: "
+                     f"{r['gemm_gflop_s']}.")
     for k, v in res.items():
         if k.startswith("speed_ratio_jax_over_torch"):
             lines.append(f"\n**{k}: {v}×** (median of per-repetition ratios, interleaved)")
     lines.append(f"\nuptime before: `{r['uptime_start']}`; after: `{r['uptime_end']}`")
     return "\n".join(lines)
+
+
+def _jax_gemm_gflops(size: int = 2048) -> float:
+    """Best of 5 float32 ``[size, size] @ [size, size]`` products, rows sharded over the local
+    devices (each device multiplies its rows by the whole matrix)."""
+    import jax
+    import jax.numpy as jnp
+
+    from robustjax import evaluation
+
+    a = jax.random.normal(jax.random.key(0), (size, size))
+    b = jax.random.normal(jax.random.key(1), (size, size))
+    mm = evaluation.data_parallel(lambda bb, aa: aa @ bb)
+    jax.block_until_ready(mm(b, a))
+    ts = []
+    for _ in range(5):
+        t = time.perf_counter()
+        jax.block_until_ready(mm(b, a))
+        ts.append(time.perf_counter() - t)
+    return 2 * size ** 3 / min(ts) / 1e9
 
 
 def _random_start(key, xx, args):
