@@ -488,10 +488,11 @@ def robustness_report(
     ``XLA_FLAGS=--xla_force_host_platform_device_count=D``) every batch is sharded over them
     (:func:`robustjax.evaluation.data_parallel`): each batch covers the same rows and gets
     the same key as on one device, padded to a multiple of the device count ``D``, and each
-    device attacks ``ceil(B / D)`` rows. The per-example results equal one
-    device's with the same key (random draws are element-wise under JAX's partitionable
-    Threefry, so neither the sharding nor the padding rows change them), up to float effects
-    of XLA's per-device kernels.
+    device attacks ``ceil(B / D)`` rows. The per-example results equal one device's with the
+    same key (random draws are element-wise under JAX's partitionable Threefry, so neither the
+    sharding nor the padding rows change them), up to float effects of XLA's per-device
+    kernels. On a CPU host see README "Performance" for the recipe (one single-threaded host
+    device per core).
 
     Args:
       logits_fn: model, ``x [B, H, W, C] -> logits [B, K]`` (closed over its parameters).
