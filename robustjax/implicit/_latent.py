@@ -195,5 +195,10 @@ def reconstruction_bpda(x: ArrayLike, x_rec: ArrayLike) -> Array:
     Returns:
       Array equal to ``x_rec`` whose gradient flows to ``x`` unchanged.
     """
+    validation.check_finite(x, "x")
+    validation.check_finite(x_rec, "x_rec")
+    if jnp.shape(x) != jnp.shape(x_rec):
+        raise ValueError(f"`x_rec` must have the shape of `x` {jnp.shape(x)}, got "
+                         f"{jnp.shape(x_rec)}.")
     x = jnp.asarray(x)
     return x + lax.stop_gradient(jnp.asarray(x_rec) - x)

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import jax.numpy as jnp
 
+from robustjax._src import validation
 from robustjax._src.types import Array, ArrayLike
 
 __all__ = ["layer_omegas", "lipschitz_bound"]
@@ -41,6 +42,8 @@ def layer_omegas(kernels: Sequence[ArrayLike]) -> Array:
     """
     if len(kernels) == 0:
         raise ValueError("`kernels` must contain at least one weight array.")
+    for k in kernels:
+        validation.check_finite(k, "kernels")
     return jnp.stack([jnp.sum(jnp.abs(jnp.asarray(k, jnp.float32))) for k in kernels])
 
 
