@@ -115,6 +115,14 @@ IMAGE_FNS = {
         decoder_fn, KEY, **ABS)(x),
     "defenses.ride": lambda x, y: defenses.ride(NET, KEY, x, config=RIDE_CFG),
     "defenses.dip": lambda x, y: defenses.dip(NET, KEY, x, config=RIDE_CFG),
+    "defenses.dae": lambda x, y: defenses.dae(NET, KEY, x, config=RIDE_CFG),
+    "defenses.idip": lambda x, y: defenses.idip(NET, KEY, x, config=RIDE_CFG),
+    "defenses.defensegan_reconstruct_with_latent": lambda x, y: (
+        defenses.defensegan_reconstruct_with_latent(generator_fn, KEY, x, **DGAN).z),
+    "defenses.abs_logits_with_latent": lambda x, y: defenses.abs_logits_with_latent(
+        decoder_fn, KEY, x, **ABS).z,
+    "linearity.squared_error_ggn_bound": lambda x, y: linearity.squared_error_ggn_bound(
+        logits_fn, x, jnp.zeros((x.shape[0], K)), DELTA).rhs,
     "defenses.self_supervised_trace": lambda x, y: defenses.self_supervised_trace(
         NET, KEY, x, method="dae", config=RIDE_CFG).estimate,
     "spatial.warp": lambda x, y: spatial.warp(x, jnp.zeros(x.shape[:3] + (2,))),
@@ -154,6 +162,11 @@ def _objective(name, x, y):
 # checked mode above them): eager cases only, to keep the probe fast.
 SAME_CHECKS_AS = {
     "defenses.dip": "defenses.ride",
+    "defenses.dae": "defenses.ride",
+    "defenses.idip": "defenses.ride",
+    "defenses.defensegan_reconstruct_with_latent": "defenses.defensegan_reconstruct",
+    "defenses.abs_logits_with_latent": "defenses.abs_logits",
+    "linearity.squared_error_ggn_bound": "linearity.cross_entropy_ggn_bound",
     "defenses.self_supervised_trace": "defenses.ride",
     "defenses.defensegan_logits": "defenses.defensegan_reconstruct",
     "defenses.make_defensegan_logits_fn": "defenses.defensegan_reconstruct",
