@@ -268,7 +268,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         t0, c0 = time.perf_counter(), time.process_time()
         state, history = training.fit(
             model, _objective(config, method, steps, steps_per_epoch), train,
-            key=jax.random.fold_in(k_train, i), num_epochs=config.num_epochs,
+            key=jax.random.fold_in(k_train, i), epochs=config.num_epochs,
             batch_size=config.batch_size, tx=tx, eval_ds=None, progress=config.progress,
             log_every=config.get("log_every", 50), workdir=os.path.join(workdir, name))
         t_train, c_train = time.perf_counter() - t0, time.process_time() - c0

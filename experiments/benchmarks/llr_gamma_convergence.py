@@ -73,7 +73,7 @@ def main(argv=None) -> None:
         else:
             objective = llr._objective(config, method, k, spe)
         state, _ = training.fit(model, objective, train, key=jax.random.key(0),
-                                num_epochs=config.num_epochs, batch_size=config.batch_size,
+                                epochs=config.num_epochs, batch_size=config.batch_size,
                                 tx=training.make_optimizer("adam", learning_rate=1e-3),
                                 progress=False)
         f = models.make_logits_fn(model, {"params": state.params})

@@ -52,7 +52,7 @@ def main(argv=None) -> None:
             momentum=config.momentum, weight_decay=config.weight_decay)
         state, hist = training.fit(
             model, llr._objective(config, method, steps, spe), train,
-            key=jax.random.fold_in(key, i), num_epochs=config.num_epochs,
+            key=jax.random.fold_in(key, i), epochs=config.num_epochs,
             batch_size=config.batch_size, tx=tx, progress=False,
             log_every=config.get("log_every", 50), workdir=os.path.join(args.workdir, name))
         f = models.make_logits_fn(model, {"params": state.params})

@@ -99,7 +99,7 @@ def main(argv=None) -> None:
         t0, c0 = time.perf_counter(), time.process_time()
         state, history = training.fit(
             model, llr._objective(config, run["method"], run["k"], spe), train,
-            key=jax.random.key(config.seed), num_epochs=config.num_epochs,
+            key=jax.random.key(config.seed), epochs=config.num_epochs,
             batch_size=config.batch_size, tx=tx, progress=False, log_every=25)
         t_train, c_train = time.perf_counter() - t0, time.process_time() - c0
         variables = {"params": state.params}
