@@ -156,7 +156,7 @@ def _fit(model, objective, ds, key, *, epochs: int, batch_size: int, learning_ra
     import numpy as np
     import optax
 
-    from robustjax import training
+    from robustjax import objectives, training
 
     k_init, k_data = jax.random.split(key)
     state = training.create_train_state(model, k_init, (1,) + ds.images.shape[1:],
@@ -183,13 +183,13 @@ def _train_classifier(config, train, key, *, adversarial: bool):
     """
     import optax
 
-    from robustjax import attacks, models, training
+    from robustjax import attacks, models, objectives, training
 
     if adversarial and config.advt.arch == "cnn":
         a = config.advt
         model = models.MnistCNN(features=tuple(a.features), kernel_size=3, hidden=a.hidden)
         attack = functools.partial(attacks.pgd, norm=a.norm, steps=a.steps, random_start=True)
-        objective = training.adversarial_objective(
+        objective = objectives.adversarial_objective(
             attack, eps_schedule=optax.linear_schedule(0.0, a.eps, a.rampup_steps))
         state, _ = training.fit(model, objective, train, key=key, epochs=a.epochs,
                                 batch_size=a.batch_size, optimizer="adam",
@@ -201,7 +201,7 @@ def _train_classifier(config, train, key, *, adversarial: bool):
         a = config.advt
         attack = functools.partial(attacks.pgd, eps=a.eps, norm=a.norm, steps=a.steps,
                                    step_size=a.step_size)
-        objective = training.adversarial_objective(attack)
+        objective = objectives.adversarial_objective(attack)
         epochs = a.epochs
     else:
         objective = training.standard_objective()

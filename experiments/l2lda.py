@@ -120,7 +120,7 @@ def train_rows(config, train, test, key, workdir):
     import jax
     import optax
 
-    from robustjax import attacks, training
+    from robustjax import attacks, objectives, training
     from robustjax.models._l2l import L2LGenerator
     from robustjax.training._l2l_baselines import make_l2l_star_step
     from robustjax.training._l2lda import create_l2lda_state, make_l2lda_step
@@ -152,7 +152,7 @@ def train_rows(config, train, test, key, workdir):
                         step_size=config.pgd_step_factor * config.eps / steps)
                 # With a ramp the attack gets eps from the schedule and, by default, the step
                 # 2.5 eps / steps (pgd's default), i.e. pgd_step_factor = 2.5.
-                objective = training.adversarial_objective(attack, eps_schedule=ramp)
+                objective = objectives.adversarial_objective(attack, eps_schedule=ramp)
             model_or_state = model
             if warm is not None:
                 tx = training.make_optimizer("adam", learning_rate=config.learning_rate)

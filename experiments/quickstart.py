@@ -36,7 +36,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     import numpy as np
     import optax
 
-    from robustjax import attacks, data, evaluation, models, training
+    from robustjax import attacks, data, evaluation, models, objectives, training
 
     os.makedirs(workdir, exist_ok=True)
     key = jax.random.key(config.seed)
@@ -60,7 +60,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     # step; its step size 2.5·eps/steps follows).
     train_attack = functools.partial(attacks.pgd, steps=config.train_steps, random_start=True)
     eps_schedule = optax.linear_schedule(0.0, config.train_eps, config.train_eps_rampup_steps)
-    objective = training.adversarial_objective(
+    objective = objectives.adversarial_objective(
         train_attack, mix=config.train_mix, eps_schedule=eps_schedule)
     adv_common = dict(common, batch_size=config.adversarial_batch_size,
                       learning_rate=config.adversarial_learning_rate,

@@ -22,6 +22,7 @@ _SUBPACKAGES = (
     "linearity",
     "losses",
     "models",
+    "objectives",
     "projections",
     "spatial",
     "training",

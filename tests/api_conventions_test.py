@@ -21,6 +21,7 @@ SUBPACKAGES = (
     "linearity",
     "losses",
     "models",
+    "objectives",
     "projections",
     "spatial",
     "training",

@@ -128,13 +128,13 @@ IMAGE_FNS = {
     "spatial.warp": lambda x, y: spatial.warp(x, jnp.zeros(x.shape[:3] + (2,))),
     "evaluation.random_targeted_success": lambda x, y: _protocols.random_targeted_success(
         logits_fn, KEY, x, y, eps=0.1, steps=1, restarts=1).success,
-    "training.llr_objective": lambda x, y: _objective("llr", x, y),
-    "training.trades_objective": lambda x, y: _objective("trades", x, y),
-    "training.adv_k_objective": lambda x, y: _objective("adv", x, y),
+    "objectives.llr_objective": lambda x, y: _objective("llr", x, y),
+    "objectives.trades_objective": lambda x, y: _objective("trades", x, y),
+    "objectives.adv_k_objective": lambda x, y: _objective("adv", x, y),
 }
 LABEL_FNS = ("linearity.quadratic_model_error", "linearity.cross_entropy_ggn_bound",
-             "evaluation.random_targeted_success", "training.llr_objective",
-             "training.trades_objective", "training.adv_k_objective")
+             "evaluation.random_targeted_success", "objectives.llr_objective",
+             "objectives.trades_objective", "objectives.adv_k_objective")
 
 
 class _State:

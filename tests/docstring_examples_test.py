@@ -17,7 +17,7 @@ import textwrap
 import pytest
 
 SUBPACKAGES = ("attacks", "certify", "data", "defenses", "evaluation", "implicit", "linearity",
-               "losses", "models", "projections", "spatial", "training")
+               "losses", "models", "objectives", "projections", "spatial", "training")
 
 
 def _public_objects():

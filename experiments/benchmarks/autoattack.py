@@ -181,7 +181,7 @@ def train_or_load(config, workdir: str):
     import jax
     import optax
 
-    from robustjax import attacks, data, models, training
+    from robustjax import attacks, data, models, objectives, training
 
     key = jax.random.key(config.seed)
     k_std, k_adv, _ = jax.random.split(key, 3)
@@ -197,7 +197,7 @@ def train_or_load(config, workdir: str):
                  **common)
     train_attack = functools.partial(attacks.pgd, steps=config.train_steps, random_start=True)
     eps_schedule = optax.linear_schedule(0.0, config.train_eps, config.train_eps_rampup_steps)
-    objective = training.adversarial_objective(
+    objective = objectives.adversarial_objective(
         train_attack, mix=config.train_mix, eps_schedule=eps_schedule)
     adv_common = dict(common, batch_size=config.adversarial_batch_size,
                       learning_rate=config.adversarial_learning_rate,

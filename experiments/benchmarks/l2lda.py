@@ -2,7 +2,7 @@
 
 Both on the same classifier at the same batch size N: LeNet-5 on MNIST digits (default) or
 ResNet-20 on CIFAR-shaped synthetic data (``--classifier resnet20 --dataset-shape 32x32x3``).
-An L2L-DA iteration (:func:`robustjax.training.make_l2lda_step`) runs the T-step recurrence for
+An L2L-DA iteration (:func:`robustjax.objectives.make_l2lda_step`) runs the T-step recurrence for
 two latent codes per example (2N rows), back-propagates through it for the generator, and
 updates the classifier on the 2N generated examples; a PGD-10 step runs 10 attack steps and one
 training step on N examples.
@@ -97,7 +97,7 @@ def main(argv=None):
     import numpy as np
     import optax
 
-    from robustjax import attacks, data, models, training
+    from robustjax import attacks, data, models, objectives, training
     from robustjax.models._l2l import L2LGenerator
     from robustjax.training._l2lda import (create_l2lda_state, l2lda_cost_model,
                                            make_l2lda_step)
@@ -166,7 +166,7 @@ def main(argv=None):
     # PGD-10 adversarial training step (Madry), step 2.5 eps / 10.
     pgd10 = functools.partial(attacks.pgd, eps=eps, steps=10, step_size=0.25 * eps)
     state = training.create_train_state(clf, key, shape, optax.adam(1e-3))
-    adv_step = jax.jit(training.make_train_step(training.adversarial_objective(pgd10)))
+    adv_step = jax.jit(training.make_train_step(objectives.adversarial_objective(pgd10)))
     pgd_compile, pgd_times = _time(lambda: adv_step(state, batch, key)[1]["loss"], args.warmup,
                                    args.iters)
     _log(f"pgd10: compile {pgd_compile:.1f} s, {statistics.median(pgd_times):.1f} ms/step")

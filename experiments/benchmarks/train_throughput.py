@@ -92,7 +92,7 @@ def _batch(batch_size):
 
 
 def _measure(objective, state, batch, steps):
-    from robustjax import training
+    from robustjax import objectives, training
 
     step = jax.jit(training.make_train_step(objective))
     key = jax.random.key(1)
@@ -126,7 +126,7 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
 
-    from robustjax import training
+    from robustjax import objectives, training
 
     model, model_name = _model()
     attack, attack_name = _attack(args.eps, args.pgd_steps, args.step_size)
@@ -135,8 +135,8 @@ def main(argv=None):
     state = training.create_train_state(model, jax.random.key(0), (1, 28, 28, 1), tx)
     objectives = {
         "standard": training.standard_objective(),
-        "pgd7": training.adversarial_objective(attack),
-        "pgd7_batched": training.adversarial_objective(attack, per_example_keys=False),
+        "pgd7": objectives.adversarial_objective(attack),
+        "pgd7_batched": objectives.adversarial_objective(attack, per_example_keys=False),
     }
     results = {}
     for name in args.variants.split(","):

@@ -288,7 +288,7 @@ _DOC_ARGS = """
       y: ``int32 [N]`` true labels.
       eps: ball radius, ``>= 0``: a Python number, or a scalar array — traced values are
         allowed, so an ε ramp-up inside a jitted training step does not recompile (see
-        ``robustjax.training.adversarial_objective(eps_schedule=...)``).
+        ``robustjax.objectives.adversarial_objective(eps_schedule=...)``).
       norm: ``"linf"`` or ``"l2"``.
       steps: number of iterations ``T >= 1``.
       step_size: float or optax schedule ``count -> eta_t`` (e.g.

@@ -481,7 +481,7 @@ def llr_penalty(
     Differentiable with respect to what ``loss_fn`` closes over, with :math:`\delta_{LLR}` held
     constant. Arguments as in :func:`local_linearity`; ``lambda_, mu >= 0`` (numbers or
     traced scalars), by default the (λ, μ) = (4, 0.5) of Tables F2/F3 (appendix F.2's text
-    says μ = 3, which contradicts the tables; see ``robustjax.training.llr_objective``).
+    says μ = 3, which contradicts the tables; see ``robustjax.objectives.llr_objective``).
 
     Returns:
       ``[N]``. Cost: that of :func:`local_linearity`.

@@ -1,4 +1,10 @@
-"""Training: train state, objectives, pure train steps, data-parallel ``fit`` with checkpoints."""
+"""Training: the generic loop — train state, the standard objective, pure train/eval steps,
+``fit`` with checkpoints and resume, optimizers, data parallelism over devices and hosts.
+
+The per-method objectives and min-max steps (adversarial training, TRADES, LLR, ADV-k, the
+spatial bound regularizers, L2L-DA, attack generators, WGAN-GP, VAEs) are in
+:mod:`robustjax.objectives`.
+"""
 
 from robustjax.training._checkpoint import make_checkpoint_manager
 from robustjax.training._checkpoint import restore_checkpoint
@@ -11,7 +17,6 @@ from robustjax.training._fit import epoch_permutation
 from robustjax.training._fit import NonFiniteLossError
 from robustjax.training._fit import fit
 from robustjax.training._objectives import Objective
-from robustjax.training._objectives import adversarial_objective
 from robustjax.training._objectives import apply_model
 from robustjax.training._objectives import example_keys
 from robustjax.training._objectives import standard_objective
@@ -27,79 +32,12 @@ from robustjax.training._steps import make_eval_step
 from robustjax.training._steps import make_train_step
 from robustjax.training._train_state import TrainState
 from robustjax.training._train_state import create_train_state
-from robustjax.training._llr import adv_k_objective
-from robustjax.training._llr import llr_objective
-from robustjax.training._llr import nominal_batch_stats
-from robustjax.training._llr import trades_objective
-from robustjax.training._generative import WGANState
-from robustjax.training._generative import class_conditional_vae_objective
-from robustjax.training._generative import gradient_penalty
-from robustjax.training._generative import make_wgan_gp
-from robustjax.training._generative import wgan_generator_loss
-from robustjax.training._generative import wgan_gp_critic_loss
-from robustjax.training._l2lda import L2LDAState
-from robustjax.training._l2lda import create_l2lda_state
-from robustjax.training._l2lda import l2lda_generator_fn
-from robustjax.training._l2lda import make_l2lda_step
-from robustjax.training._l2lda import l2lda_generator_loss
-from robustjax.training._l2lda import l2lda_cost_model
-from robustjax.training._l2l_baselines import GeneratorState
-from robustjax.training._l2l_baselines import create_generator_state
-from robustjax.training._l2l_baselines import make_advgan_step
-from robustjax.training._l2l_baselines import make_gap_step
-from robustjax.training._l2l_baselines import make_l2l_generator_step
-from robustjax.training._l2l_baselines import make_l2l_star_step
-from robustjax.training._l2l_baselines import train_attack_generator
-from robustjax.training._spatial import DUAL_KEY
-from robustjax.training._spatial import init_sdp_dual
-from robustjax.training._spatial import mlp_weights
-from robustjax.training._spatial import norm_regularized_objective
-from robustjax.training._spatial import norm_regularizer
-from robustjax.training._spatial import pair_indices
-from robustjax.training._spatial import pairwise_dual_bounds
-from robustjax.training._spatial import sdp_dual_objective
-from robustjax.training._spatial import sdp_regularizer
-from robustjax.training._spatial import spatial_adversarial_objective
 
 __all__ = [
     "NonFiniteLossError",
-    "DUAL_KEY",
-    "init_sdp_dual",
-    "mlp_weights",
-    "norm_regularized_objective",
-    "norm_regularizer",
-    "pair_indices",
-    "pairwise_dual_bounds",
-    "sdp_dual_objective",
-    "sdp_regularizer",
-    "spatial_adversarial_objective",
-    "l2lda_generator_loss",
-    "l2lda_cost_model",
-    "GeneratorState",
-    "create_generator_state",
-    "make_advgan_step",
-    "make_gap_step",
-    "make_l2l_generator_step",
-    "make_l2l_star_step",
-    "train_attack_generator",
-    "adv_k_objective",
-    "llr_objective",
-    "nominal_batch_stats",
-    "trades_objective",
-    "WGANState",
-    "class_conditional_vae_objective",
-    "gradient_penalty",
-    "make_wgan_gp",
-    "wgan_generator_loss",
-    "wgan_gp_critic_loss",
-    "L2LDAState",
-    "create_l2lda_state",
-    "l2lda_generator_fn",
-    "make_l2lda_step",
     "Objective",
     "TrainState",
     "add_distributed_args",
-    "adversarial_objective",
     "apply_model",
     "create_train_state",
     "define_distributed_flags",

@@ -18,7 +18,7 @@ architecture) and the classifier in **eval** mode (running statistics; it is not
 * :func:`make_l2l_generator_step` — the L2L-DA generator objective against a fixed classifier
   (``steps=1, step_fraction=1, lambda_div=0``: the L2L* generator).
 * :func:`make_l2l_star_step` — L2L* min-max training (one-step generator, no recurrence, no
-  diversity): :func:`robustjax.training.make_l2lda_step` with those settings.
+  diversity): :func:`robustjax.objectives.make_l2lda_step` with those settings.
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def make_gap_step(clf_apply: Callable, *, eps: float) -> Callable:
 def make_l2l_generator_step(clf_apply: Callable, *, eps: float, lambda_div: float,
                             steps: int = 5, step_fraction: float = 0.5,
                             latent_dim: int = 8) -> Callable:
-    """L2L-DA generator objective (:func:`robustjax.training.l2lda_generator_loss`) against a
+    """L2L-DA generator objective (:func:`robustjax.objectives.l2lda_generator_loss`) against a
     fixed classifier in eval mode; ``steps=1, step_fraction=1, lambda_div=0`` trains the
     L2L* generator. ``step(state, clf_variables, batch, key, lambda_div=None)``; cost
     ``T·(classifier fwd+bwd + generator fwd)`` on ``2N`` examples plus the generator's backward.
@@ -239,7 +239,7 @@ def make_l2l_star_step(*, eps: float, latent_dim: int = 8, clean_weight: float =
                        axis_name: str | None = None) -> Callable:
     """L2L* min-max training step (Chen et al. 2018 as the L2L-DA baseline): the L2L-DA step
     with a one-step generator (``T = 1``, full step ``ε``), no recurrence, no diversity.
-    ``eps_schedule``: a traced ε ramp-up, see :func:`robustjax.training.make_l2lda_step`."""
+    ``eps_schedule``: a traced ε ramp-up, see :func:`robustjax.objectives.make_l2lda_step`."""
     return make_l2lda_step(eps=eps, lambda_div=0.0, steps=1, step_fraction=1.0,
                            latent_dim=latent_dim, clean_weight=clean_weight,
                            eps_schedule=eps_schedule, axis_name=axis_name)

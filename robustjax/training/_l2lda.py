@@ -193,7 +193,7 @@ def make_l2lda_step(*, eps: float, lambda_div: float, steps: int = 5,
       eps: ℓ∞ radius of the generated attacks (the final radius when ``eps_schedule`` is given).
       eps_schedule: optional ``step -> ε`` (e.g. ``optax.linear_schedule(0, eps, ramp)``),
         evaluated at ``state.step`` inside the compiled step, so one compile serves a whole
-        ε ramp-up (as :func:`robustjax.training.adversarial_objective` does for PGD). Without
+        ε ramp-up (as :func:`robustjax.objectives.adversarial_objective` does for PGD). Without
         a ramp, min-max training from scratch at ε = 0.3 on MNIST stalls at the uniform
         prediction (the quickstart's finding for PGD).
       lambda_div: default λ of the diversity term (paper: 0.02 MNIST, 0.5 CIFAR-10, 0.3 Tiny

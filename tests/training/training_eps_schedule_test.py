@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from robustjax import attacks, training
+from robustjax import attacks, objectives, training
 from training_testlib import TinyMLP, flat, max_abs_diff
 
 
@@ -48,7 +48,7 @@ def test_eps_schedule_feeds_the_attack_the_scheduled_eps():
     state, batch = _state(), _batch()
     pgd = functools.partial(attacks.pgd, steps=2, unroll=1)   # step_size follows eps
     schedule = optax.linear_schedule(0.0, 0.3, 10)
-    ramp = training.adversarial_objective(pgd, eps_schedule=schedule)
+    ramp = objectives.adversarial_objective(pgd, eps_schedule=schedule)
     step = jax.jit(training.make_train_step(ramp))
     std = jax.jit(training.make_train_step(training.standard_objective()))
     key = jax.random.key(1)
@@ -59,7 +59,7 @@ def test_eps_schedule_feeds_the_attack_the_scheduled_eps():
 
     later = state.replace(step=10)   # schedule(10) = 0.3
     fixed = jax.jit(training.make_train_step(
-        training.adversarial_objective(functools.partial(pgd, eps=0.3))))
+        objectives.adversarial_objective(functools.partial(pgd, eps=0.3))))
     s_a, m_a = step(later, batch, key)
     s_b, m_b = fixed(later, batch, key)
     np.testing.assert_allclose(m_a["loss"], m_b["loss"], rtol=1e-5)

@@ -10,13 +10,13 @@ _SCRIPT = r"""
 import functools, json, os
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
 import jax, numpy as np
-from robustjax import training
+from robustjax import objectives, training
 from training_testlib import BNNet, TinyMLP, flat, linf_pgd, load_mnist, max_abs_diff
 
 assert jax.device_count() == 4, jax.devices()
 (x, y), _ = load_mnist(256)
 attack = functools.partial(linf_pgd, eps=0.1, steps=1, step_size=0.05)
-adv = training.adversarial_objective(attack)
+adv = objectives.adversarial_objective(attack)
 out = {}
 for name, model, parallel, with_eval in [("jit_bn_dropout", BNNet(dropout=0.25), "jit", True),
                                          ("pmap_mlp", TinyMLP(), "pmap", False)]:

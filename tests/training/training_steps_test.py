@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from robustjax import training
+from robustjax import objectives, training
 from training_testlib import BNNet, TinyMLP, flat, linf_pgd, max_abs_diff
 
 X_SHAPE = (8, 8, 8, 1)
@@ -123,7 +123,7 @@ def test_adversarial_objective_matches_manual_madry_step():
     state = state.replace(batch_stats=jax.tree.map(lambda v: v + 0.3, state.batch_stats))
     batch = _batch()
     attack = functools.partial(linf_pgd, eps=0.1, steps=3, step_size=0.04)
-    objective = training.adversarial_objective(attack)
+    objective = objectives.adversarial_objective(attack)
     key = jax.random.key(7)
     (loss, (stats, metrics)), grads = jax.jit(jax.value_and_grad(objective, has_aux=True))(
         state.params, state, batch, key)
@@ -162,7 +162,7 @@ def test_adversarial_objective_mix_concatenates_clean_and_adversarial():
         del logits_fn, key, y
         return jnp.clip(x + 0.2, 0.0, 1.0)
 
-    loss, (_, metrics) = training.adversarial_objective(shift, mix=0.25)(
+    loss, (_, metrics) = objectives.adversarial_objective(shift, mix=0.25)(
         state.params, state, batch, jax.random.key(0))
     apply = lambda z: model.apply({"params": state.params}, z)  # noqa: E731
     clean = _ce(apply(batch["image"]), batch["label"])
@@ -183,9 +183,9 @@ def test_example_keys_depend_on_global_index_only():
 
 def test_adversarial_objective_validation():
     with pytest.raises(ValueError, match="mix"):
-        training.adversarial_objective(linf_pgd, mix=1.5)
+        objectives.adversarial_objective(linf_pgd, mix=1.5)
     with pytest.raises(ValueError, match="attack_fn"):
-        training.adversarial_objective("pgd")
+        objectives.adversarial_objective("pgd")
     with pytest.raises(ValueError, match="loss"):
         training.standard_objective(loss="mse")
     with pytest.raises(ValueError, match="objective"):
