@@ -209,7 +209,7 @@ def checked(key, f):
 
 def _arg_name(fn, name):
     """The objectives name their batch entries: ``batch['image']`` / ``batch['label']``."""
-    if fn.startswith("training."):
+    if fn.startswith("objectives."):
         return {"x": "batch['image']", "y": "batch['label']"}[name]
     return name
 

@@ -220,7 +220,7 @@ def make_l2l_generator_step(clf_apply: Callable, *, eps: float, lambda_div: floa
 
         def loss_fn(gp):
             return l2lda_generator_loss(
-                state.apply_fn, gp, state.batch_stats, logits_fn, x, y, key, eps=eps,
+                state.apply_fn, gp, state.batch_stats, logits_fn, key, x, y, eps=eps,
                 lambda_div=lam, steps=steps, step_fraction=step_fraction,
                 latent_dim=latent_dim)
 

@@ -152,7 +152,7 @@ def _recurrence(gen_apply, gen_params, gen_batch_stats, clf_logits, x, y, z, *, 
     return out.delta, out.generator_state
 
 
-def l2lda_generator_loss(gen_apply, gen_params, gen_batch_stats, clf_logits, x, y, key, *,
+def l2lda_generator_loss(gen_apply, gen_params, gen_batch_stats, clf_logits, key, x, y, *,
                          eps: float, lambda_div, steps: int, step_fraction: float,
                          latent_dim: int, backprop_steps: int | None = None):
     r"""The generator's objective of L2L-DA (to be *minimised*; the paper maximises its negative).

@@ -361,7 +361,7 @@ def test_attack_time_batch_norm_reproduces_training_recurrence():
 
     key = jax.random.key(7)
     _, (delta_train, _, _, _, z) = l2lda_generator_loss(
-        gen.apply, state.gen_params, state.gen_batch_stats, clf_train, x, y, key, eps=0.3,
+        gen.apply, state.gen_params, state.gen_batch_stats, clf_train, key, x, y, eps=0.3,
         lambda_div=0.0, steps=3, step_fraction=0.5, latent_dim=2)
     x2, y2 = jnp.concatenate([x, x]), jnp.concatenate([y, y])
     kw = dict(eps=0.3, steps=3, step_fraction=0.5)
