@@ -26,6 +26,7 @@ def fgsm(
     target: ArrayLike | None = None,
     kappa: float = float("inf"),
     box: tuple[float, float] | None = (0.0, 1.0),
+    eot_samples: int | None = None,
 ) -> Array:
     r"""One-step fast gradient attack.
 
@@ -38,7 +39,7 @@ def fgsm(
 
     Args:
       logits_fn: model, ``x [N, ...] -> logits [N, K]``.
-      key: PRNG key (unused: FGSM is deterministic; accepted for the common attack signature).
+      key: PRNG key (used only with ``eot_samples``; FGSM is otherwise deterministic).
       x: clean inputs ``float32 [N, H, W, C]`` (or ``[N, D]``) inside ``box``.
       y: ``int32 [N]`` true labels.
       eps: step length / ball radius ``>= 0``.
@@ -47,11 +48,13 @@ def fgsm(
       target: ``None`` (untargeted) or ``int32 [N]`` target labels.
       kappa: confidence of the ``"cw"`` loss (``inf``: unclamped margin).
       box: image domain, ``None`` for none.
+      eot_samples: ``None`` for a deterministic ``logits_fn(x)``; an integer ``S`` for a
+        randomized ``logits_fn(key, x)``: the gradient averages ``S`` draws keyed from ``key``.
 
     Returns:
       ``x_adv`` like ``x``, in the ε-ball and the box, wrapped in ``stop_gradient``.
 
-    Cost: one forward and one backward pass.
+    Cost: one forward and one backward pass (``S`` of each with ``eot_samples``).
 
     References:
       Goodfellow et al., *Explaining and Harnessing Adversarial Examples*, ICLR 2015
@@ -61,12 +64,14 @@ def fgsm(
     V.check_choice(norm, "norm", P.NORMS)
     V.check_choice(loss, "loss", B.LOSSES)
     V.check_nonnegative_value(kappa, "kappa")
-    num_classes = B.check_attack_inputs(logits_fn, key, x, y, box=box)
+    num_classes = B.check_attack_inputs(B.check_eot(logits_fn, key, eot_samples), key, x, y,
+                                        box=box)
+    model = B.eot_logits(logits_fn, key, eot_samples)
     x = jnp.asarray(x)
     y, targeted = B.resolve_target(y, target, num_classes)
 
     def total(z):
-        return jnp.sum(B.attack_loss(logits_fn(z), y, loss=loss, targeted=targeted, kappa=kappa))
+        return jnp.sum(B.attack_loss(model(z, 0), y, loss=loss, targeted=targeted, kappa=kappa))
 
     g = jax.grad(total)(x)
     tx = optax.scale_by_sign() if norm == "linf" else B.normalize_l2()

@@ -437,18 +437,20 @@ def random_targeted(
     random_start: bool = True,
     restarts: int = 1,
     box: tuple[float, float] | None = (0.0, 1.0),
+    eot_samples: int | None = None,
     unroll: int | bool | None = None,
 ) -> Array:
     """Targeted PGD towards a uniformly drawn wrong class per example.
 
     The target is ``t = (y + s) mod K`` with ``s`` uniform in ``{1, …, K−1}`` (drawn from
     ``fold_in(key, 1)``, the PGD start from ``fold_in(key, 0)``). ``y`` are the *true* labels.
-    Other arguments as :func:`pgd`. Returns ``x_adv`` (``stop_gradient``).
+    Other arguments (``eot_samples`` for a randomized ``logits_fn(key, x)`` included) as
+    :func:`pgd`. Returns ``x_adv`` (``stop_gradient``).
 
     Cost: as :func:`pgd`.
     """
     _check_common(eps, steps, norm, loss, restarts, random_start, step_size, kappa)
-    k = B.check_attack_inputs(logits_fn, key, x, y, box=box)
+    k = B.check_attack_inputs(B.check_eot(logits_fn, key, eot_samples), key, x, y, box=box)
     if k < 2:
         raise ValueError(f"`logits_fn` must output K >= 2 classes for a targeted attack, got {k}.")
     y = jnp.asarray(y)
@@ -458,6 +460,7 @@ def random_targeted(
         logits_fn, jax.random.fold_in(key, 0), x, y, eps=eps, norm=norm, steps=steps,
         step_size=step_size, step_rule=step_rule, loss=loss, target=target, kappa=kappa,
         random_start=random_start, restarts=restarts, box=box, trace=False, unroll=unroll,
+        eot_samples=eot_samples,
     )
     return x_adv
 
@@ -478,6 +481,7 @@ def multi_targeted(
     random_start: bool = True,
     restarts: int = 1,
     box: tuple[float, float] | None = (0.0, 1.0),
+    eot_samples: int | None = None,
     unroll: int | bool | None = None,
 ) -> Array:
     """Multi-targeted PGD: one targeted run per wrong class, keeping the per-example worst case.
@@ -487,8 +491,9 @@ def multi_targeted(
     over targets). Per example, the candidate with the lowest *true-class* margin
     :math:`z_y - \\max_{j \\ne y} z_j` is returned, so any successful target makes the example
     misclassified. ``y`` are the true labels. Default loss ``"cw"`` (the target margin), as in
-    Gowal et al. / Qin et al. Other arguments (``unroll`` included) as :func:`pgd`; the random
-    start of target ``s``, restart ``r`` uses ``fold_in(fold_in(key, s), r)``.
+    Gowal et al. / Qin et al. Other arguments (``unroll``, and ``eot_samples`` for a randomized
+    ``logits_fn(key, x)``) as :func:`pgd`; the random start of target ``s``, restart ``r`` uses
+    ``fold_in(fold_in(key, s), r)``.
 
     Returns:
       ``x_adv`` like ``x`` (``stop_gradient``).
@@ -496,7 +501,9 @@ def multi_targeted(
     Cost: ``O((K−1) · R · T · (fwd + bwd))``; memory ``O((K−1) · R · N)`` activations.
     """
     _check_common(eps, steps, norm, loss, restarts, random_start, step_size, kappa)
-    k = B.check_attack_inputs(logits_fn, key, x, y, box=box)
+    k = B.check_attack_inputs(B.check_eot(logits_fn, key, eot_samples), key, x, y, box=box)
+    eot_key = jax.random.fold_in(key, k + 1) if eot_samples is not None else None
+    model = B.eot_logits(logits_fn, eot_key, eot_samples)
     if k < 2:
         raise ValueError(f"`logits_fn` must output K >= 2 classes for a targeted attack, got {k}.")
     x = jnp.asarray(x)
@@ -529,8 +536,10 @@ def multi_targeted(
         attack = make_pgd(
             logits_fn, big_x, big_t, eps=eps, norm=norm, step_size=step_size,
             step_rule=step_rule, loss=loss, target=big_t, kappa=kappa, box=box,
+            eot_samples=eot_samples, eot_key=eot_key,
         )
-        conv = model_uses_convolution(logits_fn, x_start) if unroll is None else None
+        conv = (model_uses_convolution(lambda v: model(v, 0), x_start) if unroll is None
+                else None)
         state, _ = run_steps(attack.update, attack.init(x_start), steps,
                              resolve_unroll(unroll, steps, conv=conv))
         x_all = state.x
@@ -541,10 +550,11 @@ def multi_targeted(
             logits_fn, key, x_rep, targets.reshape(-1), eps=eps, norm=norm, steps=steps,
             step_size=step_size, step_rule=step_rule, loss=loss, targeted=True, kappa=kappa,
             random_start=False, restarts=1, box=box, trace=False, unroll=unroll,
+            eot_samples=eot_samples,
         )
         m = k - 1
     y_all = jnp.tile(y, m)
-    scores = B.attack_score(logits_fn(x_all), y_all, targeted=False).reshape(m, n)
+    scores = B.attack_score(model(x_all, steps), y_all, targeted=False).reshape(m, n)
     best = jnp.argmin(scores, axis=0)
     x_all = x_all.reshape((m, n) + x.shape[1:])
     x_best = jnp.take_along_axis(x_all, B.bcast(best[None], x_all), axis=0)[0]

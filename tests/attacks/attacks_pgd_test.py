@@ -212,3 +212,29 @@ def test_unroll_default_rule():
     assert resolve_unroll(None, 101, conv=True) == 1
     assert resolve_unroll(None, 40, conv=False) == 1
     assert resolve_unroll(3, 40, conv=True) == 3
+
+
+def test_every_pgd_family_attack_takes_a_randomized_model():
+    # fgsm, random_targeted and multi_targeted accept a key-taking model with eot_samples, stay
+    # in the ε-ball and the box, and are reproducible; with the noise switched off they equal the
+    # deterministic attack on the same model.
+    w = jax.random.normal(jax.random.key(3), (12, 3))
+    det = lambda v: v.reshape(v.shape[0], -1) @ w  # noqa: E731
+
+    def noisy(scale):
+        return lambda key, v: det(v) + scale * jax.random.normal(key, (v.shape[0], 3))
+
+    x = jax.random.uniform(jax.random.key(4), (4, 2, 6, 1), minval=0.2, maxval=0.8)
+    y = jnp.array([0, 1, 2, 0])
+    for attack, kw in ((attacks.fgsm, {}), (attacks.random_targeted, dict(steps=3)),
+                       (attacks.multi_targeted, dict(steps=3))):
+        run = jax.jit(lambda k, f=attack, kw=kw: f(noisy(1.0), k, x, y, eps=0.1, eot_samples=2,
+                                                   **kw))
+        xa = run(jax.random.key(0))
+        assert float(jnp.max(jnp.abs(xa - x))) <= 0.1 + 1e-6
+        assert float(xa.min()) >= 0.0 and float(xa.max()) <= 1.0
+        np.testing.assert_array_equal(np.asarray(run(jax.random.key(0))), np.asarray(xa))
+        quiet = attack(noisy(0.0), jax.random.key(0), x, y, eps=0.1, eot_samples=2, **kw)
+        plain = attack(det, jax.random.key(0), x, y, eps=0.1, **kw)
+        if attack is attacks.fgsm:
+            np.testing.assert_allclose(np.asarray(quiet), np.asarray(plain), atol=1e-6)
