@@ -11,21 +11,9 @@ import inspect
 
 import pytest
 
-SUBPACKAGES = (
-    "attacks",
-    "certify",
-    "data",
-    "defenses",
-    "evaluation",
-    "implicit",
-    "linearity",
-    "losses",
-    "models",
-    "objectives",
-    "projections",
-    "spatial",
-    "training",
-)
+import robustjax
+
+SUBPACKAGES = tuple(robustjax._SUBPACKAGES)  # every subpackage, as the package lists them
 
 # Names that have one canonical spelling in the conventions (README "API conventions").
 FORBIDDEN = {

@@ -16,8 +16,9 @@ import textwrap
 
 import pytest
 
-SUBPACKAGES = ("attacks", "certify", "data", "defenses", "evaluation", "implicit", "linearity",
-               "losses", "models", "objectives", "projections", "spatial", "training")
+import robustjax
+
+SUBPACKAGES = tuple(robustjax._SUBPACKAGES)
 
 
 def _public_objects():
