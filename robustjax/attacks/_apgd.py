@@ -175,9 +175,25 @@ def _core(value_and_grad, x_orig, y, x_start, eps, *, norm, steps, rho, alpha, b
         )
         return s, ((loss, new_eta, f_max) if trace else None)
 
-    xs = (jnp.arange(steps), jnp.asarray(is_cp), jnp.asarray(window))
-    state, tr = jax.lax.scan(step, state, xs, unroll=unroll)
-    return state, tr, loss0
+    is_cp_a, window_a = jnp.asarray(is_cp), jnp.asarray(window)
+    if trace or not (unroll is False or unroll == 1):
+        xs = (jnp.arange(steps), is_cp_a, window_a)
+        state, tr = jax.lax.scan(step, state, xs, unroll=unroll)
+        return state, tr, loss0
+
+    # Early exit: a point's result is frozen at its first misclassified iterate, so once every
+    # point of the batch is misclassified the remaining iterations cannot change the output.
+    def cond(carry):
+        i, s = carry
+        return (i < steps) & ~jnp.all(s.success)
+
+    def body(carry):
+        i, s = carry
+        s, _ = step(s, (i, is_cp_a[i], window_a[i]))
+        return i + 1, s
+
+    _, state = jax.lax.while_loop(cond, body, (jnp.zeros([], jnp.int32), state))
+    return state, None, loss0
 
 
 def _validate(logits_fn, key, x, y, *, eps, norm, steps, loss, restarts, target, rho, alpha,
@@ -223,6 +239,7 @@ def _apgd_batched(logits_fn, key, x, y, *, eps, norm, steps, loss, restarts, tar
     x = jnp.asarray(x)
     y = jnp.asarray(y)
     n = x.shape[0]
+    logits_fn = B.gradient_model(logits_fn)
     tile = lambda a: jnp.tile(a, (restarts,) + (1,) * (a.ndim - 1))  # noqa: E731
     x_t, y_t = tile(x), tile(y)
     t_t = None if target is None else tile(jnp.asarray(target))

@@ -21,6 +21,7 @@ import optax
 
 from robustjax import losses as L
 from robustjax._src import validation as V
+from robustjax._src.conv_grad import canonical_conv_grads
 from robustjax._src.types import Array, ArrayLike, LogitsFn
 
 __all__ = [
@@ -122,6 +123,20 @@ def attack_score(logits: Array, labels: Array, *, targeted: bool) -> Array:
     """Per-example score ``[N]``; lower is better for the attacker, ``< 0`` means success."""
     m = L.margin(logits, labels)
     return -m if targeted else m
+
+
+def gradient_model(logits_fn: Any) -> Any:
+    """``logits_fn`` as the attacks differentiate it inside their loops.
+
+    On the CPU backend its convolutions get input gradients in canonical form
+    (:func:`robustjax._src.conv_grad.canonical_conv_grads`): same values, and XLA:CPU runs them
+    with its fast convolution kernel inside a ``lax.scan`` (a PGD/APGD step on the Madry MNIST
+    CNN at batch 256: 0.37 s -> 0.18 s per step, measured). Other backends get ``logits_fn``
+    unchanged. Reverse mode only (``jax.grad``/``jax.vjp``).
+    """
+    if jax.default_backend() != "cpu" or not callable(logits_fn):
+        return logits_fn
+    return canonical_conv_grads(logits_fn)
 
 
 def eot_logits(logits_fn: Any, key: Any, eot_samples: int | None) -> Callable[..., Array]:

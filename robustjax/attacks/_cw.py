@@ -149,6 +149,7 @@ def _cw(logits_fn, key, x, y, *, target, kappa, steps, learning_rate, binary_sea
     y = jnp.asarray(y)
     n = x.shape[0]
     lo_box, hi_box = float(box[0]), float(box[1])
+    model = B.gradient_model(logits_fn)
 
     def to_x(w):
         return lo_box + (hi_box - lo_box) * (jnp.tanh(w) + 1.0) / 2.0
@@ -159,7 +160,7 @@ def _cw(logits_fn, key, x, y, *, target, kappa, steps, learning_rate, binary_sea
 
     def objective(w, const):
         xp = to_x(w)
-        logits = logits_fn(xp)
+        logits = model(xp)
         d2 = jnp.sum(jnp.reshape(xp - x, (n, -1)) ** 2, axis=-1)
         f = L.cw_loss(logits, y, kappa=kappa, target=y if targeted else None)
         return jnp.sum(d2 + const * f), (xp, d2, logits)

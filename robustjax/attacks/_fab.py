@@ -210,8 +210,10 @@ def _fab_impl(logits_fn, key, x, y, *, eps, norm, steps, n_target_classes, resta
     x0 = x.reshape(n, -1)
     dtype = x0.dtype
 
+    model = B.gradient_model(logits_fn)
+
     def logits_flat(z):
-        return logits_fn(z.reshape(shape))
+        return model(z.reshape(shape))
 
     clean = logits_flat(x0)
     k = clean.shape[-1]

@@ -96,7 +96,7 @@ def make_pgd(
     lr = B.resolve_step_size(step_size)
     targeted = target is not None
     labels = target if targeted else y
-    model = B.eot_logits(logits_fn, eot_key, eot_samples)
+    model = B.eot_logits(B.gradient_model(logits_fn), eot_key, eot_samples)
 
     def total_loss(x, count):
         per_example = B.attack_loss(
@@ -119,52 +119,20 @@ def make_pgd(
     return PGD(init=init, update=update)
 
 
-_MAX_AUTO_UNROLL = 100
+def resolve_unroll(unroll: int | bool | None, steps: int) -> int | bool:
+    """The loop unroll factor: ``unroll`` if given, else ``1`` (a rolled loop).
 
-
-def _jaxpr_has_conv(jaxpr: Any) -> bool:
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "conv_general_dilated":
-            return True
-        for value in eqn.params.values():
-            subs = value if isinstance(value, (list, tuple)) else (value,)
-            for sub in subs:
-                inner = getattr(sub, "jaxpr", sub)  # ClosedJaxpr -> Jaxpr
-                if hasattr(inner, "eqns") and _jaxpr_has_conv(inner):
-                    return True
-    return False
-
-
-def model_uses_convolution(logits_fn: Any, x: Any) -> bool:
-    """Whether ``logits_fn(x)`` contains a convolution (one abstract trace; no FLOPs).
-
-    Used by :func:`resolve_unroll`. Returns ``False`` when the model cannot be traced alone.
+    Until 0.1 a convolutional model on CPU was fully unrolled (≤ 100 steps), because XLA:CPU ran
+    the step 2-3x slower inside a ``while`` loop. The cause was the convolutions' input gradient
+    (a reversed kernel with swapped feature dimensions, which XLA:CPU runs with a generic kernel
+    inside loop bodies; JAX issue #12868); :func:`robustjax.attacks._base.gradient_model` now
+    writes that gradient in canonical form, and the rolled loop runs at the unrolled speed with
+    half the compile time or less (``experiments/benchmarks/unroll.py``, Madry MNIST CNN, batch
+    64: PGD-40 1.68 s rolled vs 1.65 s unrolled per call, first result 2.9 s vs 10.9 s).
+    ``steps`` is kept for callers that size the unroll to the loop.
     """
-    try:
-        spec = jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))
-        return _jaxpr_has_conv(jax.make_jaxpr(logits_fn)(spec).jaxpr)
-    except Exception:  # noqa: BLE001 - a heuristic must never break an attack
-        return False
-
-
-def resolve_unroll(unroll: int | bool | None, steps: int, *, conv: bool | None = None
-                   ) -> int | bool:
-    """The loop unroll factor: ``unroll`` if given, else the measured default.
-
-    Default (``unroll=None``): a rolled loop (``1``), except on the CPU backend for a model with
-    a convolution (``conv=True``, see :func:`model_uses_convolution`) and ``steps <= 100``,
-    which is fully unrolled. Measured with ``experiments/benchmarks/unroll.py`` (XLA:CPU,
-    batch 64, jax 0.10): the quickstart's MNIST CNN ran a PGD step 3.5-5.5x faster unrolled
-    (7 and 40 steps) and reached its first PGD-40 result sooner too (23 s vs 33 s), while the
-    784-512-10 MLP was 2x faster rolled in steady state and 1.5-28x faster to the first result
-    (PGD-100 unrolled: 233 s to compile and run once vs 8 s rolled). Accelerators use the rolled
-    loop.
-    """
-    if unroll is None:
-        if conv and jax.default_backend() == "cpu" and steps <= _MAX_AUTO_UNROLL:
-            return steps
-        return 1
-    return unroll
+    del steps
+    return 1 if unroll is None else unroll
 
 
 def _fully_unrolled(unroll: int | bool, steps: int) -> bool:
@@ -254,11 +222,7 @@ def _run(
     x_start = x_start.reshape((restarts * n,) + x.shape[1:])
 
     eot_key = jax.random.fold_in(key, restarts + 1) if eot_samples is not None else None
-    if unroll is None:
-        view = logits_fn if eot_samples is None else (lambda v: logits_fn(eot_key, v))
-        unroll = resolve_unroll(None, steps, conv=model_uses_convolution(view, x_start))
-    else:
-        unroll = resolve_unroll(unroll, steps)
+    unroll = resolve_unroll(unroll, steps)
     attack = make_pgd(
         logits_fn, x_tiled, y_tiled, eps=eps, norm=norm, step_size=step_size,
         step_rule=step_rule, loss=loss, target=y_tiled if targeted else None, kappa=kappa,
@@ -310,8 +274,7 @@ _DOC_ARGS = """
         randomized model ``logits_fn(key, x)``: every step averages ``S`` fresh draws (EOT; keys
         folded from ``key`` and the step), and restarts are ranked on ``S`` further draws.
       unroll: unroll factor of the step loop (a speed knob; results are identical).
-        ``None`` (default): the measured rule of :func:`resolve_unroll` — a rolled loop, except
-        a convolutional model on CPU with ``steps <= 100``, which is fully unrolled.
+        ``None`` (default): a rolled loop (:func:`resolve_unroll`).
 """
 
 
@@ -538,10 +501,8 @@ def multi_targeted(
             step_rule=step_rule, loss=loss, target=big_t, kappa=kappa, box=box,
             eot_samples=eot_samples, eot_key=eot_key,
         )
-        conv = (model_uses_convolution(lambda v: model(v, 0), x_start) if unroll is None
-                else None)
         state, _ = run_steps(attack.update, attack.init(x_start), steps,
-                             resolve_unroll(unroll, steps, conv=conv))
+                             resolve_unroll(unroll, steps))
         x_all = state.x
         m = restarts * (k - 1)
     else:

@@ -62,10 +62,7 @@ LossOfInputs = Callable[[Array], Array]
 def resolve_unroll(unroll: int | bool | None, steps: int) -> int | bool:
     """Unroll factor of an ascent loop: the attack library's rule (one rule for all loops).
 
-    ``None`` (default): fully unrolled on the CPU backend when ``steps <= 100``, else 1
-    (:func:`robustjax.attacks._pgd.resolve_unroll`; on XLA:CPU a rolled loop around a small
-    network's forward/backward pass ran 2-3x slower per iteration than unrolled code, at the
-    price of a compile time that grows with the number of unrolled steps). An explicit
+    ``None`` (default): a rolled loop (:func:`robustjax.attacks._pgd.resolve_unroll`). An explicit
     ``unroll`` must be ``True``/``False`` or a positive int. Results agree up to float32
     rounding; only speed and compile time differ.
     """

@@ -199,3 +199,28 @@ def test_apgd_targeted_bad_input(trained_mlp):
         attacks.apgd_targeted(f, jax.random.key(0), x[:4], y[:4], eps=0.1, n_target_classes=10)
     with pytest.raises(ValueError, match="x"):
         attacks.apgd_targeted(f, jax.random.key(0), x[:4] * 3.0, y[:4], eps=0.1)
+
+
+def test_apgd_early_exit_is_exact(trained_mlp):
+    # The rolled loop stops once every point is misclassified; the per-point result (first
+    # misclassified iterate, frozen from then on) equals the fixed-length scan's.
+    _, f, x, y = trained_mlp
+    ok = np.asarray(jnp.argmax(f(x), -1) == y)
+    xs, ys = x[ok][:16], y[ok][:16]
+    calls = []
+
+    def counted(v):
+        jax.debug.callback(lambda: calls.append(1))
+        return f(v)
+
+    key = jax.random.key(3)
+    early = attacks.apgd(counted, key, xs, ys, eps=0.3, steps=100)  # rolled: early exit
+    n_early = len(calls)
+    full = attacks.apgd(f, key, xs, ys, eps=0.3, steps=100, unroll=2)  # fixed-length scan
+    assert bool(jnp.all(jnp.argmax(f(early), -1) != ys))  # eps = 0.3 breaks this MLP
+    assert n_early < 100  # stopped early (1 initial + one per iteration)
+    assert bool(jnp.all(jnp.argmax(f(full), -1) != ys))
+    # Same iterates; the two programs may round differently (a sign() of a near-zero gradient
+    # entry can flip on another CPU), so compare per point and allow one in eight to differ.
+    same = np.all(np.abs(np.asarray(early - full)).reshape(len(ys), -1) <= 1e-6, axis=1)
+    assert same.mean() >= 7 / 8, same

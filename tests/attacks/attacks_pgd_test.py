@@ -196,22 +196,15 @@ def test_pgd_eot_draws_fresh_samples_at_every_step():
     np.testing.assert_array_equal(np.asarray(again), np.asarray(fresh))
 
 
-def test_unroll_default_rule():
-    # The measured rule (experiments/benchmarks/unroll.py): full unroll only for a
-    # convolutional model on CPU and at most 100 steps; a rolled loop otherwise.
-    from robustjax import models
-    from robustjax.attacks._pgd import model_uses_convolution, resolve_unroll
+def test_unroll_default_is_rolled():
+    # With canonical convolution gradients (robustjax/_src/conv_grad.py) the rolled loop runs
+    # at the unrolled speed on XLA:CPU, so every default is a rolled loop.
+    from robustjax.attacks._pgd import resolve_unroll
 
-    x = jnp.zeros((2, 28, 28, 1))
-    cnn, mlp = models.MnistCNN(), models.MLP(hidden=8, num_classes=10)
-    f_cnn = models.make_logits_fn(cnn, cnn.init(jax.random.key(0), x[:1]))
-    f_mlp = models.make_logits_fn(mlp, mlp.init(jax.random.key(0), x[:1]))
-    assert model_uses_convolution(f_cnn, x) and not model_uses_convolution(f_mlp, x)
-    cpu = jax.default_backend() == "cpu"
-    assert resolve_unroll(None, 40, conv=True) == (40 if cpu else 1)
-    assert resolve_unroll(None, 101, conv=True) == 1
-    assert resolve_unroll(None, 40, conv=False) == 1
-    assert resolve_unroll(3, 40, conv=True) == 3
+    assert resolve_unroll(None, 40) == 1
+    assert resolve_unroll(None, 1000) == 1
+    assert resolve_unroll(3, 40) == 3
+    assert resolve_unroll(True, 40) is True
 
 
 def test_every_pgd_family_attack_takes_a_randomized_model():
