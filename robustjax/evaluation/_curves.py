@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +17,7 @@ import numpy as np
 
 from robustjax._src import validation as V
 from robustjax._src.types import ArrayLike, BoundAttack, LogitsFn, PRNGKey
+from robustjax.evaluation import _parallel
 from robustjax.evaluation._report import _check_dataset
 from robustjax.evaluation._report import _evaluate
 from robustjax.evaluation._report import attack_key
@@ -45,6 +46,7 @@ def accuracy_vs_eps(
     batch_size: int = 256,
     progress: bool = False,
     jit: bool = True,
+    devices: Sequence[Any] | None = None,
 ) -> Curve:
     """Robust accuracy of ``logits_fn`` under ``attack_factory(eps)`` for every ``eps``.
 
@@ -59,6 +61,9 @@ def accuracy_vs_eps(
       eps_values: ``[M]`` budgets (each ≥ 0).
       key: PRNG key.
       batch_size, progress, jit: as in :func:`robustness_report`.
+      devices: devices to shard each batch over (data parallel, needs ``jit=True``), as in
+        :func:`robustness_report`; default ``jax.local_devices()``. Same per-example result as
+        one device with the same key.
 
     Returns:
       :class:`Curve` ``(eps [M], accuracy [M])``; accuracy counts examples correct clean and
@@ -77,24 +82,30 @@ def accuracy_vs_eps(
     for e in eps_values:
         V.check_nonnegative(e, "eps_values")
     names = [f"eps={i}" for i in range(len(eps_values))]
-    shared = _traced_eps_attack(attack_factory, x, y, batch_size) if jit else None
+    mesh = _parallel.resolve_mesh(devices) if jit else None
+    shared = _traced_eps_attack(attack_factory, x, y, batch_size, mesh) if jit else None
+    pad_multiple = 1
     if shared is not None:  # one compiled attack, eps an argument
         attacks = {n: functools.partial(shared, jnp.float32(e)) for n, e in zip(names, eps_values)}
         jit = False  # the attack is compiled already; only the forward pass runs eagerly
+        pad_multiple = 1 if mesh is None else mesh.devices.size
+        mesh = None
     else:
         attacks = {n: attack_factory(e) for n, e in zip(names, eps_values)}
     # one pass over the data, one clean evaluation; every eps gets the same keys
     rep = _evaluate(logits_fn, x, y, attacks,
                     key_fn=lambda name, b: attack_key(key, "accuracy_vs_eps", b),
-                    batch_size=batch_size, progress=progress, jit=jit, desc="accuracy_vs_eps")
+                    batch_size=batch_size, progress=progress, jit=jit, desc="accuracy_vs_eps",
+                    mesh=mesh, pad_multiple=pad_multiple)
     acc = rep.robust_accuracy
     return Curve(np.asarray(eps_values, np.float64),
                  np.asarray([acc[n] for n in names], np.float64))
 
 
-def _traced_eps_attack(attack_factory, images, labels, batch_size):
+def _traced_eps_attack(attack_factory, images, labels, batch_size, mesh=None):
     """``jit((eps, key, x, y) -> attack_factory(eps)(key, x, y))`` if the factory traces with an
-    abstract ε (checked with ``jax.eval_shape``), else ``None``."""
+    abstract ε (checked with ``jax.eval_shape``), else ``None``. With a ``mesh`` the batch
+    arguments ``x, y`` are sharded over its devices (the caller pads to a multiple of them)."""
     b = min(batch_size, images.shape[0])
 
     def run(eps, key, x, y):
@@ -106,7 +117,7 @@ def _traced_eps_attack(attack_factory, images, labels, batch_size):
                        jax.ShapeDtypeStruct((b,), jnp.int32))
     except Exception:  # noqa: BLE001 - a factory that needs a static eps
         return None
-    return jax.jit(run)
+    return _parallel.sharded_jit(run, mesh, (2, 3), 4)
 
 
 def accuracy_at_distortion(
@@ -173,6 +184,7 @@ def accuracy_vs_distortion(
     norm: str = "l2",
     thresholds: Sequence[float] | ArrayLike | None = None,
     batch_size: int = 256,
+    devices: Sequence[Any] | None = None,
 ) -> Curve:
     """Accuracy–distortion curve of a minimum-norm attack's outputs ``x_adv`` (e.g. CW ℓ2).
 
@@ -187,6 +199,7 @@ def accuracy_vs_distortion(
       norm: ``"l2"`` or ``"linf"``.
       thresholds: ``[M]`` budgets; default as in :func:`accuracy_at_distortion`.
       batch_size: evaluation batch size.
+      devices: devices to shard each batch over; default ``jax.local_devices()``.
 
     Returns:
       :class:`Curve` ``(thresholds [M], accuracy [M])``. Cost: ``2N`` forward passes.
@@ -201,19 +214,22 @@ def accuracy_vs_distortion(
             f"`x_adv` must have the shape of `x`, got {x_adv.shape} and {x.shape}.")
     n = x.shape[0]
     bs = min(batch_size, n)
+    mesh = _parallel.resolve_mesh(devices)
+    padded = bs if mesh is None else _parallel.round_up(bs, mesh.devices.size)
 
-    @jax.jit
-    def evaluate(x, xa, y):
+    def evaluate_fn(x, xa, y):
         c = jnp.argmax(logits_fn(x), -1) == y
         a = jnp.argmax(logits_fn(xa), -1) == y
         return c, a, _distortion(x, xa, norm=norm)
+
+    evaluate = _parallel.sharded_jit(evaluate_fn, mesh, (0, 1, 2), 3)
 
     c = np.zeros((n,), bool)
     a = np.zeros((n,), bool)
     d = np.zeros((n,), np.float32)
     for _, start, stop in iterate_batches(n, bs):
         m = stop - start
-        cb, ab, db = evaluate(_pad(x[start:stop], bs), _pad(x_adv[start:stop], bs),
-                              _pad(y[start:stop], bs))
+        cb, ab, db = evaluate(_pad(x[start:stop], padded), _pad(x_adv[start:stop], padded),
+                              _pad(y[start:stop], padded))
         c[start:stop], a[start:stop], d[start:stop] = (np.asarray(v)[:m] for v in (cb, ab, db))
     return accuracy_at_distortion(c, a, d, thresholds=thresholds)

@@ -666,11 +666,13 @@ def _evaluate(
     rescore_keys: int = 0,
     rescore_key_fn: Callable[[str, int], PRNGKey] | None = None,
     mesh: Any = None,
+    pad_multiple: int = 1,
 ) -> RobustnessReport:
     """The driver of :func:`robustness_report`; ``key_fn(name, batch_index)`` gives the keys.
 
     ``mesh``: a one-axis mesh of several devices to shard each batch over (``jit`` only), or
-    ``None``."""
+    ``None``. ``pad_multiple``: pad each batch to a multiple of this many rows (for attacks that
+    are sharded already, e.g. by :func:`accuracy_vs_eps`)."""
     if not isinstance(attacks, Mapping):
         raise ValueError(
             f"`attacks` must be a mapping name -> attack, got {type(attacks).__name__}.")
@@ -684,7 +686,7 @@ def _evaluate(
         mesh = None
     # Batches cover the same rows (and get the same keys) on any number of devices; with D
     # devices each is padded to a multiple of D rows (the padding rows are dropped).
-    padded = bs if mesh is None else _parallel.round_up(bs, mesh.devices.size)
+    padded = _parallel.round_up(bs, pad_multiple if mesh is None else mesh.devices.size)
 
     rs = int(rescore_keys)
 

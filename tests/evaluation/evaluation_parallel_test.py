@@ -96,6 +96,18 @@ out["autoattack"] = {
     "x_adv": diff(a1.x_adv, a2.x_adv),
     "per_attack": [a1.per_attack_robust_accuracy, a2.per_attack_robust_accuracy],
 }
+# 4. accuracy_vs_eps (one compiled attack, eps traced, sharded) and accuracy_vs_distortion.
+factory = lambda e: evaluation.bind_attack(attacks.pgd, logits_fn, eps=e, steps=5,
+                                           step_size=0.03)
+kw = dict(key=jax.random.key(5), batch_size=15)
+c1 = evaluation.accuracy_vs_eps(logits_fn, x, y, factory, [0.0, 0.05, 0.1], devices=one, **kw)
+c2 = evaluation.accuracy_vs_eps(logits_fn, x, y, factory, [0.0, 0.05, 0.1], **kw)
+xa = np.asarray(ref_fn(jax.random.key(6), x, y))
+d1 = evaluation.accuracy_vs_distortion(logits_fn, x, y, xa, batch_size=15, devices=one)
+d2 = evaluation.accuracy_vs_distortion(logits_fn, x, y, xa, batch_size=15)
+out["curves"] = {"eps": [c1.accuracy.tolist(), c2.accuracy.tolist()],
+                 "dist_equal": bool(np.array_equal(d1.x, d2.x)
+                                    and np.array_equal(d1.accuracy, d2.accuracy))}
 try:
     evaluation.data_parallel(pgd, devices=[])
     out["empty_devices"] = "no error"
@@ -143,6 +155,13 @@ def test_autoattack_sharded_equals_one_device(result):
     assert r["robust_equal"] and r["broken_by_equal"], r
     assert r["x_adv"] <= TOL, r
     assert r["per_attack"][0] == r["per_attack"][1]
+
+
+def test_curves_sharded_equal_one_device(result):
+    r = result["curves"]
+    assert r["eps"][0] == r["eps"][1], r
+    assert r["eps"][0][0] > r["eps"][0][2]  # the attack lowers accuracy as eps grows
+    assert r["dist_equal"]
 
 
 def test_empty_devices_raise(result):
