@@ -234,8 +234,10 @@ def _validate(logits_fn, key, x, y, *, eps, norm, steps, loss, restarts, target,
 
 
 def _apgd_batched(logits_fn, key, x, y, *, eps, norm, steps, loss, restarts, target, rho,
-                  alpha, box, eot_samples, trace, unroll):
-    """Restarts folded into the batch. Returns ``(x_adv, success [N], f_max [N], trace)``."""
+                  alpha, box, eot_samples, trace, unroll, starts=None):
+    """Restarts folded into the batch. Returns ``(x_adv, success [N], f_max [N], trace)``.
+
+    ``starts``: optional random-start offsets ``[R, N, ...]`` (default: drawn from ``key``)."""
     x = jnp.asarray(x)
     y = jnp.asarray(y)
     n = x.shape[0]
@@ -271,9 +273,9 @@ def _apgd_batched(logits_fn, key, x, y, *, eps, norm, steps, loss, restarts, tar
         g, (l, logits) = grad_fn(v, i)
         return l, logits, g
 
-    starts = jax.vmap(lambda r: P.random_in_ball(
-        jax.random.fold_in(k_start, r), x.shape, eps=eps, norm=norm, dtype=x.dtype))(
-            jnp.arange(restarts))
+    if starts is None:
+        starts = _random_starts(k_start, x.shape, eps=eps, norm=norm, dtype=x.dtype,
+                                restarts=restarts)
     x_start = (x[None] + starts).reshape(x_t.shape)
     if box is not None:
         x_start = P.clip_box(x_start, *box)
@@ -296,6 +298,13 @@ def _apgd_batched(logits_fn, key, x, y, *, eps, norm, steps, loss, restarts, tar
                                                  axis=0)[0],
                        checkpoints=apgd_checkpoints(steps))
     return jax.lax.stop_gradient(x_adv), success, f_best, tr
+
+
+def _random_starts(k_start, shape, *, eps, norm, dtype, restarts):
+    """``[R, N, ...]``: restart ``r`` draws from ``fold_in(k_start, r)``."""
+    return jax.vmap(lambda r: P.random_in_ball(
+        jax.random.fold_in(k_start, r), shape, eps=eps, norm=norm, dtype=dtype))(
+            jnp.arange(restarts))
 
 
 _DOC_ARGS = """
@@ -483,9 +492,32 @@ def _apgd_targeted(logits_fn, key, x, y, *, eps, norm, steps, n_target_classes, 
                                                      s))(jnp.arange(eot_samples))
         clean = jnp.mean(jax.vmap(lambda kk: logits_fn(kk, x))(keys), axis=0)
     targets = top_targets(jax.lax.stop_gradient(clean), y, nt)  # [T, N]
-    # One key per target; the targets run as a vmap of the batched APGD (one program).
+    # One key per target.
     keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.arange(nt))
+    if eot_samples is None:
+        # The targets folded into the batch ([N·T] rows, point-major, so that a batch sharded
+        # over devices stays sharded row-contiguously): one rolled loop that is not vmapped, so
+        # it can stop early and needs no per-iteration select over the whole state (a vmapped
+        # while loop's cost). Target j keeps its own random starts.
+        n = x.shape[0]
+        starts = jax.vmap(lambda kj: _random_starts(
+            jax.random.split(kj)[0], x.shape, eps=eps, norm=norm, dtype=x.dtype,
+            restarts=restarts))(keys)  # [T, R, N, ...]
+        starts = jnp.moveaxis(starts, 0, 2).reshape((restarts, n * nt) + x.shape[1:])
+        rep = lambda a: jnp.repeat(a, nt, axis=0)  # noqa: E731  [N, ...] -> [N·T, ...]
+        x_a, s, f, _ = _apgd_batched(
+            logits_fn, key, rep(x), rep(y), eps=eps, norm=norm, steps=steps,
+            loss="dlr_targeted", restarts=restarts, target=jnp.transpose(targets).reshape(-1),
+            rho=rho, alpha=alpha, box=box, eot_samples=None, trace=False, unroll=unroll,
+            starts=starts)
+        x_all = jnp.swapaxes(x_a.reshape((n, nt) + x.shape[1:]), 0, 1)  # [T, N, ...]
+        s_all, f_all = s.reshape(n, nt).T, f.reshape(n, nt).T
+        pick = jnp.where(jnp.any(s_all, axis=0), jnp.argmax(s_all, axis=0),
+                         jnp.argmax(f_all, axis=0))
+        x_adv = jnp.take_along_axis(x_all, B.bcast(pick[None], x_all), axis=0)[0]
+        return jax.lax.stop_gradient(x_adv), jnp.any(s_all, axis=0)
 
+    # With EOT each target draws its own noise: the targets run as a vmap (one program).
     def one(kj, tj):
         x_a, s, f, _ = _apgd_batched(
             logits_fn, kj, x, y, eps=eps, norm=norm, steps=steps, loss="dlr_targeted",

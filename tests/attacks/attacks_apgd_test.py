@@ -224,3 +224,29 @@ def test_apgd_early_exit_is_exact(trained_mlp):
     # entry can flip on another CPU), so compare per point and allow one in eight to differ.
     same = np.all(np.abs(np.asarray(early - full)).reshape(len(ys), -1) <= 1e-6, axis=1)
     assert same.mean() >= 7 / 8, same
+
+
+def test_apgd_targeted_equals_per_target_apgd_runs(trained_mlp):
+    # APGD-T folds its targets into one batch; target j must still be the run
+    # apgd(key=fold_in(key, j), loss="dlr_targeted", target=j-th ranked class).
+    from robustjax.attacks._apgd import top_targets
+
+    _, f, x, y = trained_mlp
+    xs, ys = x[:12], y[:12]
+    key = jax.random.key(7)
+    nt = 3
+    got = attacks.apgd_targeted(f, key, xs, ys, eps=0.06, steps=10, n_target_classes=nt,
+                                unroll=2)
+    targets = top_targets(f(xs), ys, nt)
+    runs = [attacks.apgd(f, jax.random.fold_in(key, j), xs, ys, eps=0.06, steps=10,
+                         loss="dlr_targeted", target=targets[j], unroll=2) for j in range(nt)]
+    wrong = [np.asarray(jnp.argmax(f(r), -1) != ys) for r in runs]
+    broken_any = np.any(wrong, axis=0)
+    # Same runs in a differently shaped program: a borderline point may round the other way.
+    agree = np.asarray(jnp.argmax(f(got), -1) != ys) == broken_any
+    assert agree.mean() >= 11 / 12, agree
+    # The kept point is the first target's (rank order) that misclassified, else the best loss.
+    first = np.argmax(wrong, axis=0)
+    same = [np.max(np.abs(np.asarray(got[i] - runs[first[i]][i]))) <= 1e-6
+            for i in range(len(ys)) if broken_any[i]]
+    assert len(same) >= 3 and np.mean(same) >= 7 / 8, same
