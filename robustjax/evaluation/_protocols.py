@@ -162,8 +162,7 @@ def llr_evaluation_attacks(
       include: the subset of :data:`LLR_ATTACKS` to build (order kept).
       box: image domain.
       unroll: unroll factor of every attack's step loop (speed only; ``None`` is the attacks'
-        default: fully unrolled on CPU up to 100 steps, which makes compile time grow with
-        ``steps``; pass ``1`` for a rolled loop when compile time matters more).
+        default, a rolled loop).
 
     Returns:
       ``dict[str, (key, x [N, ...], y [N]) -> x_adv]`` (each result ``stop_gradient``-ed).

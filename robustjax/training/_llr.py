@@ -318,8 +318,7 @@ def llr_objective(
         (``"adam"``, the paper's, by default), or an optax transform.
       box: ``x + δ`` is kept in this box (images live in ``[0, 1]``); ``None`` for the bare ball.
       unroll: unroll factor of the inner loop (speed only; default: the attack library's rule,
-        fully unrolled on CPU for ``steps <= 100``, see
-        ``robustjax.linearity._measures.resolve_unroll``).
+        a rolled loop, see ``robustjax.linearity._measures.resolve_unroll``).
 
     Returns:
       An objective; metrics ``loss, nominal_loss, accuracy, gamma, linear_term, eps``
@@ -440,7 +439,7 @@ def trades_objective(
       steps: attack steps. step_size: attack step size.
       norm: ``"linf"`` or ``"l2"``. init_std: std of the Gaussian start. box: image box.
       Weight decay belongs to the optimizer (``fit(weight_decay=...)``).
-      unroll: unroll factor of the attack loop (speed only; default: unrolled on CPU).
+      unroll: unroll factor of the attack loop (speed only; default: a rolled loop).
 
     Returns:
       An objective; metrics ``loss, natural_loss, robust_kl, accuracy, adv_accuracy, eps``.
@@ -531,7 +530,7 @@ def adv_k_objective(
         size.
       norm, step_rule, random_start, box: see above. Weight decay belongs to the optimizer
         (``fit(weight_decay=...)``).
-      unroll: unroll factor of the attack loop (speed only; default: unrolled on CPU).
+      unroll: unroll factor of the attack loop (speed only; default: a rolled loop).
 
     Returns:
       An objective; metrics ``loss, adv_accuracy, eps``.

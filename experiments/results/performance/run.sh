@@ -24,4 +24,9 @@ python experiments/benchmarks/attacks.py --attacks pgd --batch 256 --steps 40 --
 python experiments/benchmarks/autoattack.py --model madry --n 256 --batch 256 \
     --attacks autoattack --torch-ensemble --sequential --torch-threads 0 --ensemble-reps 2 \
     --cpu-recipe --out "$OUT/autoattack_cpu_recipe"
+# the same on the quickstart's adversarially trained CNN (most points stay robust, so every
+# member runs its full budget on them: the per-iteration speed, without APGD's early exit):
+python experiments/benchmarks/autoattack.py --model quickstart --n 256 --batch 256 \
+    --attacks autoattack --torch-ensemble --sequential --torch-threads 0 --ensemble-reps 2 \
+    --cpu-recipe --workdir /tmp/robustjax_autoattack --out "$OUT/autoattack_robust_cpu_recipe"
 uptime | tee "$OUT/uptime_after.txt"
