@@ -176,7 +176,8 @@ def _core(value_and_grad, x_orig, y, x_start, eps, *, norm, steps, rho, alpha, b
         return s, ((loss, new_eta, f_max) if trace else None)
 
     is_cp_a, window_a = jnp.asarray(is_cp), jnp.asarray(window)
-    if trace or not (unroll is False or unroll == 1):
+    rolled = unroll is False or (not isinstance(unroll, bool) and unroll == 1)
+    if trace or not rolled:
         xs = (jnp.arange(steps), is_cp_a, window_a)
         state, tr = jax.lax.scan(step, state, xs, unroll=unroll)
         return state, tr, loss0

@@ -220,6 +220,11 @@ def test_apgd_early_exit_is_exact(trained_mlp):
     assert bool(jnp.all(jnp.argmax(f(early), -1) != ys))  # eps = 0.3 breaks this MLP
     assert n_early < 100  # stopped early (1 initial + one per iteration)
     assert bool(jnp.all(jnp.argmax(f(full), -1) != ys))
+    # Only the rolled loop (unroll 1) exits early; unroll=True stays a fully unrolled scan.
+    for unroll, loop in ((1, "while["), (True, "scan["), (2, "scan[")):
+        jaxpr = str(jax.make_jaxpr(lambda v, u=unroll: attacks.apgd(
+            f, key, v, ys, eps=0.3, steps=3, unroll=u))(xs))
+        assert loop in jaxpr and ("while[" in jaxpr) == (loop == "while["), unroll
     # Same iterates; the two programs may round differently (a sign() of a near-zero gradient
     # entry can flip on another CPU), so compare per point and allow one in eight to differ.
     same = np.all(np.abs(np.asarray(early - full)).reshape(len(ys), -1) <= 1e-6, axis=1)
