@@ -286,7 +286,7 @@ def _apgd_batched(logits_fn, key, x, y, *, eps, norm, steps, loss, restarts, tar
     succ = state.success.reshape(restarts, n)
     fmax = state.f_max.reshape(restarts, n)
     # Per example: the first restart that succeeded, else the one with the highest loss.
-    pick = jnp.where(jnp.any(succ, axis=0), jnp.argmax(succ, axis=0), jnp.argmax(fmax, axis=0))
+    pick = _first_success(succ, fmax)
     out = out.reshape((restarts, n) + x.shape[1:])
     x_adv = jnp.take_along_axis(out, B.bcast(pick[None], out), axis=0)[0]
     success = jnp.any(succ, axis=0)
@@ -299,6 +299,13 @@ def _apgd_batched(logits_fn, key, x, y, *, eps, norm, steps, loss, restarts, tar
                                                  axis=0)[0],
                        checkpoints=apgd_checkpoints(steps))
     return jax.lax.stop_gradient(x_adv), success, f_best, tr
+
+
+def _first_success(success: Array, loss: Array) -> Array:
+    """Per example (axis 1 of ``[G, N]``): the first run that misclassified, else the run with
+    the highest loss. ``int [N]``."""
+    return jnp.where(jnp.any(success, axis=0), jnp.argmax(success, axis=0),
+                     jnp.argmax(loss, axis=0))
 
 
 def _random_starts(k_start, shape, *, eps, norm, dtype, restarts):
@@ -513,21 +520,16 @@ def _apgd_targeted(logits_fn, key, x, y, *, eps, norm, steps, n_target_classes, 
             starts=starts)
         x_all = jnp.swapaxes(x_a.reshape((n, nt) + x.shape[1:]), 0, 1)  # [T, N, ...]
         s_all, f_all = s.reshape(n, nt).T, f.reshape(n, nt).T
-        pick = jnp.where(jnp.any(s_all, axis=0), jnp.argmax(s_all, axis=0),
-                         jnp.argmax(f_all, axis=0))
-        x_adv = jnp.take_along_axis(x_all, B.bcast(pick[None], x_all), axis=0)[0]
-        return jax.lax.stop_gradient(x_adv), jnp.any(s_all, axis=0)
+    else:
+        # With EOT each target draws its own noise: the targets run as a vmap (one program).
+        def one(kj, tj):
+            x_a, s, f, _ = _apgd_batched(
+                logits_fn, kj, x, y, eps=eps, norm=norm, steps=steps, loss="dlr_targeted",
+                restarts=restarts, target=tj, rho=rho, alpha=alpha, box=box,
+                eot_samples=eot_samples, trace=False, unroll=unroll)
+            return x_a, s, f
 
-    # With EOT each target draws its own noise: the targets run as a vmap (one program).
-    def one(kj, tj):
-        x_a, s, f, _ = _apgd_batched(
-            logits_fn, kj, x, y, eps=eps, norm=norm, steps=steps, loss="dlr_targeted",
-            restarts=restarts, target=tj, rho=rho, alpha=alpha, box=box,
-            eot_samples=eot_samples, trace=False, unroll=unroll)
-        return x_a, s, f
-
-    x_all, s_all, f_all = jax.vmap(one)(keys, targets)  # [T, N, ...], [T, N], [T, N]
-    pick = jnp.where(jnp.any(s_all, axis=0), jnp.argmax(s_all, axis=0),
-                     jnp.argmax(f_all, axis=0))
+        x_all, s_all, f_all = jax.vmap(one)(keys, targets)  # [T, N, ...], [T, N], [T, N]
+    pick = _first_success(s_all, f_all)
     x_adv = jnp.take_along_axis(x_all, B.bcast(pick[None], x_all), axis=0)[0]
     return jax.lax.stop_gradient(x_adv), jnp.any(s_all, axis=0)
