@@ -119,7 +119,7 @@ def make_pgd(
     return PGD(init=init, update=update)
 
 
-def resolve_unroll(unroll: int | bool | None, steps: int) -> int | bool:
+def resolve_unroll(unroll: int | bool | None) -> int | bool:
     """The loop unroll factor: ``unroll`` if given, else ``1`` (a rolled loop).
 
     Until 0.1 a convolutional model on CPU was fully unrolled (≤ 100 steps), because XLA:CPU ran
@@ -129,9 +129,7 @@ def resolve_unroll(unroll: int | bool | None, steps: int) -> int | bool:
     writes that gradient in canonical form, and the rolled loop runs at the unrolled speed with
     half the compile time or less (``experiments/benchmarks/unroll.py``, Madry MNIST CNN, batch
     64: PGD-40 1.68 s rolled vs 1.65 s unrolled per call, first result 2.9 s vs 10.9 s).
-    ``steps`` is kept for callers that size the unroll to the loop.
     """
-    del steps
     return 1 if unroll is None else unroll
 
 
@@ -222,7 +220,7 @@ def _run(
     x_start = x_start.reshape((restarts * n,) + x.shape[1:])
 
     eot_key = jax.random.fold_in(key, restarts + 1) if eot_samples is not None else None
-    unroll = resolve_unroll(unroll, steps)
+    unroll = resolve_unroll(unroll)
     attack = make_pgd(
         logits_fn, x_tiled, y_tiled, eps=eps, norm=norm, step_size=step_size,
         step_rule=step_rule, loss=loss, target=y_tiled if targeted else None, kappa=kappa,
@@ -502,7 +500,7 @@ def multi_targeted(
             eot_samples=eot_samples, eot_key=eot_key,
         )
         state, _ = run_steps(attack.update, attack.init(x_start), steps,
-                             resolve_unroll(unroll, steps))
+                             resolve_unroll(unroll))
         x_all = state.x
         m = restarts * (k - 1)
     else:

@@ -59,7 +59,7 @@ STEP_RULES = _attack_base.STEP_RULES
 LossOfInputs = Callable[[Array], Array]
 
 
-def resolve_unroll(unroll: int | bool | None, steps: int) -> int | bool:
+def resolve_unroll(unroll: int | bool | None) -> int | bool:
     """Unroll factor of an ascent loop: the attack library's rule (one rule for all loops).
 
     ``None`` (default): a rolled loop (:func:`robustjax.attacks._pgd.resolve_unroll`). An explicit
@@ -68,7 +68,7 @@ def resolve_unroll(unroll: int | bool | None, steps: int) -> int | bool:
     """
     if unroll is not None and not isinstance(unroll, bool):
         V.check_positive_int(unroll, "unroll")
-    return _attack_pgd.resolve_unroll(unroll, steps)
+    return _attack_pgd.resolve_unroll(unroll)
 
 
 class LinearityTerms(NamedTuple):
@@ -265,7 +265,7 @@ def _check_search_args(key, x, *, eps, steps, step_size, norm, step_rule, box, u
     V.check_positive(step_size, "step_size")
     V.check_choice(norm, "norm", NORMS)
     tx = _step_transform(step_rule, norm)
-    unroll = resolve_unroll(unroll, steps)
+    unroll = resolve_unroll(unroll)
     _check_box(box)
     if not _is_key_batch(key):
         V.check_key(key)

@@ -207,7 +207,7 @@ def _adv_example(
     attack = _attack_pgd.make_pgd(logits_fn, x, y, eps=eps, norm=norm, step_size=step_size,
                                   step_rule=step_rule, loss="ce", box=box)
     state, _ = _attack_pgd.run_steps(attack.update, attack.init(x0), steps,
-                                     resolve_unroll(unroll, steps))
+                                     resolve_unroll(unroll))
     return jax.lax.stop_gradient(state.x)
 
 
@@ -239,7 +239,7 @@ def _ascend(
         return (project(xa + step_size * u, x, eps=eps, norm=norm, box=box), opt), None
 
     (xa, _), _ = _attack_pgd.run_steps(update, (x0, tx.init(x0)), steps,
-                                       resolve_unroll(unroll, steps))
+                                       resolve_unroll(unroll))
     return jax.lax.stop_gradient(xa)
 
 
@@ -353,7 +353,7 @@ def llr_objective(
     V.check_nonnegative_value(nominal_weight, "nominal_weight")
     V.check_choice(norm, "norm", NORMS)
     _attack_base.step_rule_transform(step_rule, norm)  # validates `step_rule`
-    resolve_unroll(unroll, steps)  # validates `unroll`
+    resolve_unroll(unroll)  # validates `unroll`
 
     def objective(params, state, batch, key):
         x, y = _check_batch(batch, box)
@@ -452,7 +452,7 @@ def trades_objective(
     V.check_positive(step_size, "step_size")
     V.check_choice(norm, "norm", NORMS)
     V.check_nonnegative(init_std, "init_std")
-    resolve_unroll(unroll, steps)  # validates `unroll`
+    resolve_unroll(unroll)  # validates `unroll`
     step_rule = None  # the attacks' per-norm default: "sign" for linf, "normalized" for l2
 
     def objective(params, state, batch, key):
@@ -543,7 +543,7 @@ def adv_k_objective(
     V.check_positive(step_size, "step_size")
     V.check_choice(norm, "norm", NORMS)
     _attack_base.step_rule_transform(step_rule, norm)  # validates `step_rule`
-    resolve_unroll(unroll, steps)  # validates `unroll`
+    resolve_unroll(unroll)  # validates `unroll`
 
     def objective(params, state, batch, key):
         x, y = _check_batch(batch, box)
