@@ -39,25 +39,18 @@ def main():
     import numpy as np
     import optax
 
-    import _common
+    from _repro_plain import retrain_repro_plain
     from robustjax import data
     from robustjax.models._l2l import L2LGenerator
     from robustjax.training._l2lda import create_l2lda_state, make_l2lda_step
 
     os.makedirs(args.workdir, exist_ok=True)
     t_start, c_start = time.perf_counter(), time.process_time()
-    exp = _common.load_experiment("l2lda")
-    config = _common.load_config("l2lda", "repro")
-    k_train = jax.random.split(jax.random.key(config.seed), 4)[0]
-    train = data.subset(data.load_dataset(config.dataset, "train"), slice(0, config.num_train))
-    test = data.subset(data.load_dataset(config.dataset, "test"), slice(0, args.n_images))
-    x, y = jnp.asarray(test.images), jnp.asarray(test.labels)
-    repro_rows = tuple(config.rows)
-    with config.unlocked():
-        config.rows = ("Plain",)
-        config.progress = False
-    model, rows, _ = exp.train_rows(config, train, test, k_train, os.path.join(args.workdir, "w"))
-    plain = rows["Plain"]["variables"]
+    repro = retrain_repro_plain(args.workdir, args.n_images)
+    exp, config, repro_rows = repro.exp, repro.config, repro.repro_rows
+    k_train = repro.k_train
+    train, model, plain = repro.train, repro.model, repro.plain
+    x, y = jnp.asarray(repro.test.images), jnp.asarray(repro.test.labels)
     k = jax.random.fold_in(k_train, repro_rows.index("L2L-DA"))   # the repro's L2L-DA key
     ramp = optax.linear_schedule(0.0, config.eps, config.eps_rampup_steps)
     gen = L2LGenerator(num_classes=config.num_classes, latent_dim=config.latent_dim,

@@ -36,7 +36,6 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPRO_ROWS = ("Plain", "PGD10", "L2L*", "L2L-DA")
 EXPERIMENTS = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, EXPERIMENTS)
 
@@ -55,9 +54,9 @@ def main():
     import numpy as np
     import optax
 
-    import _common
+    from _repro_plain import retrain_repro_plain
     from robustjax import attacks, data, objectives, training
-    from robustjax.attacks._l2l import l2l_attack, l2l_perturbation
+    from robustjax.attacks._l2l import l2l_attack
     from robustjax.models._l2l import L2LGenerator
     from robustjax.projections import per_example_norm
     from robustjax.training._l2l_baselines import make_l2l_star_step
@@ -66,18 +65,11 @@ def main():
 
     os.makedirs(args.workdir, exist_ok=True)
     t_start, c_start = time.perf_counter(), time.process_time()
-    exp = _common.load_experiment("l2lda")
-    config = _common.load_config("l2lda", "repro")
     # The repro run's Plain model: same key derivation as train_and_evaluate / train_rows.
-    k_train = jax.random.split(jax.random.key(config.seed), 4)[0]
-    train = data.subset(data.load_dataset(config.dataset, "train"), slice(0, config.num_train))
-    test = data.subset(data.load_dataset(config.dataset, "test"), slice(0, args.n_eval))
-    xt, yt = jnp.asarray(test.images), jnp.asarray(test.labels)
-    with config.unlocked():
-        config.rows = ("Plain",)
-        config.progress = False
-    model, rows, _ = exp.train_rows(config, train, test, k_train, os.path.join(args.workdir, "w"))
-    plain = rows["Plain"]["variables"]
+    repro = retrain_repro_plain(args.workdir, args.n_eval)
+    config, repro_rows, k_train = repro.config, repro.repro_rows, repro.k_train
+    train, model, plain = repro.train, repro.model, repro.plain
+    xt, yt = jnp.asarray(repro.test.images), jnp.asarray(repro.test.labels)
     eps = config.eps
     ramp = optax.linear_schedule(0.0, eps, config.eps_rampup_steps)
 
@@ -112,7 +104,7 @@ def main():
         # The repro's key for this row (train_rows: fold_in(key, index in config.rows)), so the
         # L2L-DA / L2L* curves end at the repro's classifiers (same init, data order and step
         # keys as _fit_minmax); an ablation variant shares its base row's key.
-        k = jax.random.fold_in(k_train, REPRO_ROWS.index(base))
+        k = jax.random.fold_in(k_train, repro_rows.index(base))
         c0 = time.process_time()
         curve = []
         _, _, variant = row.partition("/")
