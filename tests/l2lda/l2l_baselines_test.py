@@ -102,8 +102,8 @@ def test_traced_lambda_matches_static_lambda():
     state = create_l2lda_state(clf, gen, jax.random.key(0), x.shape, clf_tx=optax.sgd(0.1),
                                gen_tx=optax.sgd(0.1))
     batch = {"image": x, "label": y}
-    s_static, m_static = make_l2lda_step(eps=0.3, lambda_div=0.7, steps=2,
-                                         latent_dim=2)(state, batch, jax.random.key(1))
+    s_static, m_static = jax.jit(make_l2lda_step(eps=0.3, lambda_div=0.7, steps=2,
+                                                 latent_dim=2))(state, batch, jax.random.key(1))
     traced = jax.jit(make_l2lda_step(eps=0.3, lambda_div=0.0, steps=2, latent_dim=2))
     s_traced, m_traced = traced(state, batch, jax.random.key(1), jnp.float32(0.7))
     np.testing.assert_allclose(m_static["gen_loss"], m_traced["gen_loss"], rtol=1e-4)
