@@ -542,52 +542,132 @@ def diversity_stats(deltas, x_shape=None):
             "mean_linf": float(np.mean(np.abs(d).max(-1)))}
 
 
-def diversity_check(config, model, clf_variables, train, test, key, minmax_generator=None):
-    """Diversity with λ = ``config.lambda_div`` vs λ = 0 (same initialisation, same keys, same
-    classifier — the L2L-DA row's): mean pairwise ℓ2 distance of the perturbations over
-    ``config.diversity_num_z`` codes on the first ``config.diversity_num_images`` test digits,
-    and the accuracy under each generator (one code per image)."""
+def minmax_diversity(config, model, plain_variables, train, test, key, *, lambdas, updates,
+                     num_z, num_images, progress=False, trained=None):
+    """Diversity with and without the diversity term, measured where it acts: L2L-DA min-max
+    training from Plain's weights, once per λ in ``lambdas``, each with the same key ``key``
+    (same initialisation, data order and step keys; with the L2L-DA row's key the runs are
+    prefixes of that row's training), for ``updates`` updates. λ is a traced argument of one
+    compiled step. Each final generator is measured against its own classifier on the first
+    ``num_images`` test digits over ``num_z`` codes: mean pairwise ℓ2 distance between the
+    perturbations of the same digit (and relative to their mean ℓ2 norm), accuracy per code and
+    under the worst code. ``trained``: ``{λ: (classifier_variables, generator_variables)}`` of
+    runs already done with exactly this recipe (the L2L-DA row itself, when ``updates`` is its
+    length), measured without re-training. Returns ``{"lambda=<λ>": stats}``."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from robustjax import data
+    from robustjax.models._l2l import L2LGenerator
+    from robustjax.training._l2lda import create_l2lda_state, make_l2lda_step
+
+    ramp = (optax.linear_schedule(0.0, config.eps, config.eps_rampup_steps)
+            if config.eps_rampup_steps > 0 else None)
+    gen = L2LGenerator(num_classes=config.num_classes, latent_dim=config.latent_dim,
+                       features=tuple(config.gen_features))
+    step = jax.jit(make_l2lda_step(
+        eps=config.eps, lambda_div=config.lambda_div, steps=config.l2l_steps,
+        step_fraction=config.l2l_step_fraction, latent_dim=config.latent_dim,
+        clean_weight=config.clean_weight, eps_schedule=ramp,
+        backprop_steps=config.get("backprop_steps")))
+    n = min(num_images, len(test.labels))
+    x, y = jnp.asarray(test.images[:n]), jnp.asarray(test.labels[:n])
+    shape = (config.batch_size,) + tuple(train.images.shape[1:])
+    out = {}
+    trained = trained or {}
+    for lam in lambdas:
+        c0 = time.process_time()
+        if lam in trained:
+            st = measure_generator(config, model, trained[lam][0], gen, trained[lam][1], x, y,
+                                   num_z)
+            st["training_metrics"], st["cpu_s"] = "the L2L-DA row's", time.process_time() - c0
+            out[f"lambda={lam:g}"] = st
+            continue
+        state = create_l2lda_state(
+            model, gen, key, shape, clf_tx=optax.adam(config.learning_rate),
+            gen_tx=optax.adam(config.gen_learning_rate), clf_variables=plain_variables)
+        i, epoch, curve = 0, 0, []
+        while i < updates:  # _fit_minmax's key derivation
+            kd = jax.random.fold_in(key, epoch)
+            for batch in data.batches(kd, train, batch_size=config.batch_size):
+                state, m = step(state, batch, jax.random.fold_in(kd, 10_000 + i),
+                                jnp.float32(lam))
+                i += 1
+                if i % max(1, updates // 8) == 0:
+                    curve.append({"update": i, **{k: float(v) for k, v in
+                                                  jax.device_get(m).items()}})
+                if i >= updates:
+                    break
+            epoch += 1
+        st = measure_generator(
+            config, model, _variables(state.clf_params, state.clf_batch_stats), gen,
+            {"params": state.gen_params, "batch_stats": state.gen_batch_stats}, x, y, num_z)
+        st["training_metrics"] = curve
+        st["cpu_s"] = time.process_time() - c0
+        out[f"lambda={lam:g}"] = st
+        if progress:
+            print(f"[diversity] lambda={lam:g}: " + ", ".join(
+                f"{k}={v:.4g}" for k, v in st.items() if not isinstance(v, list)), flush=True)
+    return out
+
+
+def diversity_check(config, model, plain_variables, train, test, key, minmax_generator=None):
+    """The in-run diversity check: :func:`minmax_diversity` with λ = ``config.lambda_div`` and
+    λ = 0 for ``config.diversity_steps`` updates from Plain with ``key`` (the L2L-DA row's key),
+    on ``config.diversity_num_images`` digits and ``config.diversity_num_z`` codes; plus the
+    same statistics for the L2L-DA row's own min-max generator (``minmax_generator``)."""
+    import jax.numpy as jnp
+
+    row_updates = config.epochs * (len(train.labels) // config.batch_size)
+    trained = None
+    if minmax_generator is not None and config.diversity_steps == row_updates:
+        # The λ = lambda_div run would repeat the L2L-DA row update for update: reuse it.
+        _, gvars, clf = minmax_generator
+        trained = {config.lambda_div: (clf, gvars)}
+    out = {"classifier": "own (min-max from Plain)", "num_z": config.diversity_num_z,
+           "num_images": min(config.diversity_num_images, len(test.labels)),
+           "updates": config.diversity_steps, "row_updates": row_updates,
+           **minmax_diversity(config, model, plain_variables, train, test, key,
+                              lambdas=(config.lambda_div, 0.0), updates=config.diversity_steps,
+                              num_z=config.diversity_num_z,
+                              num_images=config.diversity_num_images,
+                              progress=config.progress, trained=trained)}
+    if minmax_generator is not None and trained is None:
+        # (generator, its variables, its classifier's variables): the row's own generator.
+        gen, gvars, clf = minmax_generator
+        n = out["num_images"]
+        out["minmax_generator"] = measure_generator(
+            config, model, clf, gen, gvars, jnp.asarray(test.images[:n]),
+            jnp.asarray(test.labels[:n]), config.diversity_num_z)
+    return out
+
+
+def measure_generator(config, model, clf_variables, gen, gen_variables, x, y, num_z):
+    """:func:`diversity_stats` of an L2L-DA generator's perturbations of ``x`` over ``num_z``
+    codes (fixed code key), plus the classifier's accuracy clean, per code, under the worst
+    code and under PGD-10 (the table's PGD10 column)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    nets = _attack_gen_steps(config, model)["nets"]
+    from robustjax import attacks
+
     logits_fn = lambda v: model.apply(clf_variables, v, train=False)  # noqa: E731
-    n = min(config.diversity_num_images, len(test.labels))
-    x, y = jnp.asarray(test.images[:n]), jnp.asarray(test.labels[:n])
-    k_train, k_z = jax.random.split(key)
-    kw = dict(eps=config.eps, num_z=config.diversity_num_z, latent_dim=config.latent_dim,
-              steps=config.l2l_steps, step_fraction=config.l2l_step_fraction, key=k_z)
-    saved = config.attack_gen_steps
-    out = {"classifier": "L2L-DA", "num_images": n, "num_z": config.diversity_num_z,
-           "generator_steps": config.diversity_steps}
-
-    def measure(gen_vars):
-        deltas = perturbations_over_z(nets["l2l"], gen_vars, logits_fn, x, y, **kw)
-        s = diversity_stats(deltas)
-        preds = np.asarray(jax.jit(jax.vmap(lambda dd: jnp.argmax(logits_fn(x + dd), -1)))(
-            jnp.asarray(deltas)))
-        s["accuracy_per_z_mean"] = float(np.mean(preds == np.asarray(y)[None]))
-        s["accuracy_worst_over_z"] = float(np.mean(np.all(preds == np.asarray(y)[None], 0)))
-        return s
-
-    with config.unlocked():
-        config.attack_gen_steps = config.diversity_steps
-    try:
-        for lam in (config.lambda_div, 0.0):
-            t0 = time.process_time()
-            gv, last = train_attack_generators(config, model, clf_variables, train, k_train,
-                                               lambda_div=lam, columns=("L2L-DA",))
-            s = measure(gv["L2L-DA"])
-            s["last_training_metrics"] = last["L2L-DA"]
-            s["cpu_s"] = time.process_time() - t0
-            out[f"lambda={lam:g}"] = s
-    finally:
-        with config.unlocked():
-            config.attack_gen_steps = saved
-    if minmax_generator is not None:
-        out["minmax_generator"] = measure(minmax_generator[1])
-    return out
+    deltas = perturbations_over_z(
+        gen, gen_variables, logits_fn, x, y, eps=config.eps, num_z=num_z,
+        latent_dim=config.latent_dim, steps=config.l2l_steps,
+        step_fraction=config.l2l_step_fraction, key=jax.random.key(123))
+    st = diversity_stats(deltas)
+    yy = np.asarray(y)[None]
+    x_pgd = attacks.pgd(logits_fn, jax.random.key(321), x, y, eps=config.eps, steps=10,
+                        step_size=config.pgd_step_factor * config.eps / 10, random_start=True)
+    st["pgd10_accuracy"] = float(np.mean(np.asarray(logits_fn(x_pgd)).argmax(-1) == yy[0]))
+    preds = np.stack([np.asarray(logits_fn(x + jnp.asarray(d))).argmax(-1) for d in deltas])
+    st["accuracy_per_z_mean"] = float(np.mean(preds == yy))
+    st["accuracy_worst_over_z"] = float(np.mean(np.all(preds == yy, 0)))
+    st["clean_accuracy"] = float(np.mean(np.asarray(logits_fn(x)).argmax(-1) == yy[0]))
+    return st
 
 
 def figure_b(path, generator, gen_variables, logits_fn, test, *, eps, num_z, latent_dim,
@@ -703,7 +783,9 @@ def deviation_notes(config, num_train, num_test):
     notes.append(
         f"L2L-DA: generator channels {tuple(config.gen_features)} (paper: (64, 64, 128)), "
         f"T = {config.l2l_steps} steps of {config.l2l_step_fraction:g}·ε (paper: T not "
-        f"stated), λ = {config.lambda_div:g}, d = {config.latent_dim}"
+        f"stated), λ = {config.lambda_div:g} on the ℓ1-norm diversity ratio, d = "
+        f"{config.latent_dim}, generator Adam learning rate {config.gen_learning_rate:g} "
+        f"(paper: not stated)"
         + (f", back-propagation through the last {bp} step(s) only" if bp else "") + ".")
     gen_cols = [c for c in column_names(config) if c in GENERATOR_COLUMNS]
     if gen_cols:
@@ -790,7 +872,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     t_start, c_start = time.perf_counter(), time.process_time()
     key = jax.random.key(config.seed)
     k_train, k_gen, k_eval, k_fig = jax.random.split(key, 4)
-    k_aa, k_div = jax.random.split(jax.random.fold_in(key, 7))
+    k_aa, _ = jax.random.split(jax.random.fold_in(key, 7))
     train = data.subset(data.load_dataset(config.dataset, "train"), slice(0, config.num_train))
     test = data.subset(data.load_dataset(config.dataset, "test"), slice(0, config.num_test))
 
@@ -840,8 +922,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
     diversity = None
     if config.diversity_steps > 0 and "L2L-DA" in rows:
         t0, c0 = time.perf_counter(), time.process_time()
-        diversity = diversity_check(config, model, rows["L2L-DA"]["variables"], train, test,
-                                    k_div, minmax_generator=minmax_gen)
+        # From Plain's weights with the L2L-DA row's key: the λ = config.lambda_div run is the
+        # first diversity_steps updates of the L2L-DA row itself.
+        k_row = jax.random.fold_in(k_train, list(config.rows).index("L2L-DA"))
+        diversity = diversity_check(
+            config, model,
+            rows["Plain"]["variables"] if config.warm_start and "Plain" in rows else None,
+            train, test,
+            k_row, minmax_generator=(*minmax_gen, rows["L2L-DA"]["variables"]))
         timings["diversity_check_s"] = time.perf_counter() - t0
         timings["diversity_check_cpu_s"] = time.process_time() - c0
 

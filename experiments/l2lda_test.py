@@ -57,6 +57,12 @@ def test_l2lda_experiment_smoke(tmp_path):
     div = results["diversity_check"]
     for lam in (f"lambda={cfg.lambda_div:g}", "lambda=0"):
         assert div[lam]["mean_pairwise_l2"] >= 0.0
+        assert 0.0 <= div[lam]["pgd10_accuracy"] <= div[lam]["clean_accuracy"] + 1e-9
+    # diversity_steps equals the row's length: the lambda_div run is the L2L-DA row, reused;
+    # only the lambda = 0 twin was trained.
+    assert div["row_updates"] == cfg.diversity_steps
+    assert div[f"lambda={cfg.lambda_div:g}"]["training_metrics"] == "the L2L-DA row's"
+    assert isinstance(div["lambda=0"]["training_metrics"], list)
     assert results["training_curves"]["L2L-DA"]
 
 

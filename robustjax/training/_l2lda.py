@@ -197,7 +197,10 @@ def make_l2lda_step(*, eps: float, lambda_div: float, steps: int = 5,
         a ramp, min-max training from scratch at ε = 0.3 on MNIST stalls at the uniform
         prediction (the quickstart's finding for PGD).
       lambda_div: default λ of the diversity term (paper: 0.02 MNIST, 0.5 CIFAR-10, 0.3 Tiny
-        ImageNet); 0 gives the recurrent generator without diversity. The step also accepts
+        ImageNet), on the ℓ1-norm ratio :func:`robustjax.losses.mode_seeking_diversity`
+        (``reduction="sum"``: the scale at which these λ balance the diversity and
+        classification terms, as supplement A.2 says; see that function for the measured
+        magnitudes); 0 gives the recurrent generator without diversity. The step also accepts
         ``lambda_div`` as a 4th (traced) argument, so runs with different λ share one compile.
       steps: recurrence length T (the supplement does not state T; 5 by default, the
         library's choice: with ``step_fraction = 0.5`` the recurrence can reach the ε-sphere in 2

@@ -121,11 +121,21 @@ def test_mode_seeking_diversity_matches_numpy():
     rng = np.random.default_rng(0)
     d1, d2 = rng.normal(size=(2, 3, 4, 4, 1)).astype(np.float32)
     z1, z2 = rng.normal(size=(2, 3, 8)).astype(np.float32)
-    ref = (np.abs(d1 - d2).reshape(3, -1).mean(-1) / (np.abs(z1 - z2).mean(-1) + 1e-5))
+    # Default "sum": ratio of l1 norms (an explicit loop over elements as the reference).
+    ref = np.array([sum(abs(float(a) - float(b)) for a, b in zip(d1[i].ravel(), d2[i].ravel()))
+                    / (sum(abs(float(a) - float(b)) for a, b in zip(z1[i], z2[i])) + 1e-5)
+                    for i in range(3)])
     np.testing.assert_allclose(mode_seeking_diversity(d1, d2, z1, z2), ref, rtol=1e-5)
+    # "mean": the mode-seeking GAN's per-element form, D/d = 16/8 times smaller here.
+    ref_mean = (np.abs(d1 - d2).reshape(3, -1).mean(-1) / (np.abs(z1 - z2).mean(-1) + 1e-5))
+    np.testing.assert_allclose(mode_seeking_diversity(d1, d2, z1, z2, reduction="mean"),
+                               ref_mean, rtol=1e-5)
+    np.testing.assert_allclose(ref / ref_mean, 16 / 8, rtol=1e-4)
     np.testing.assert_allclose(mode_seeking_diversity(d1, d1, z1, z2), 0.0, atol=1e-7)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="`delta1`"):
         mode_seeking_diversity(d1, d2[:2], z1, z2)
+    with pytest.raises(ValueError, match="`reduction`"):
+        mode_seeking_diversity(d1, d2, z1, z2, reduction="max")
 
 
 _STEP_CACHE = {}
