@@ -142,7 +142,8 @@ def write_table(rows, path):
         "For f_sdp, weight × ε is what enters the loss.", "",
         "| variant | weight | ε (f_sdp) | weight × ε | epochs | seed | clean acc % | "
         "stAdv success τ=0.05 % | stAdv flow: translation / zero-mean RMS px | "
-        "translation-only success % (R = 0.25 / 0.5 / 1 px) | mean SDP pair bound | ‖W‖_F | ‖V‖_F | CPU s |",
+        "translation-only success % (R = 0.25 / 0.5 / 1 px) | mean SDP pair bound | "
+        "‖W‖_F | ‖V‖_F | CPU s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         e = r["sdp_eps"]

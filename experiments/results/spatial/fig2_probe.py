@@ -31,7 +31,7 @@ import numpy as np
 import optax
 
 from robustjax import models
-from robustjax.certify import one_hidden_lower_bound, theorem1_init
+from robustjax.certify import one_hidden_lower_bound
 from robustjax.spatial import tv_factors, warp_diagonal
 from robustjax.training import _spatial as sp
 
