@@ -198,3 +198,39 @@ def test_configs_follow_the_paper_columns():
     assert cfg.get_config("cifar10").llr_mu == 0.5  # Tables F2/F3, not F.2's text
     with pytest.raises(ValueError, match="variant"):
         cfg.get_config("nope")
+
+
+def test_multi_targeted_on_untargeted_survivors():
+    """``eval_mt_on_survivors``: Multi-Targeted only where Untargeted failed; the column is the
+    worst case of the two attacks, per digit (linear model: both attacks reach their optima,
+    so the per-digit outcome does not depend on the start or the batching)."""
+    from robustjax import evaluation
+
+    llr = _load("llr_main_mt", os.path.join(_HERE, "llr.py"))
+    kw_ = jax.random.split(jax.random.key(5), 2)
+    d, k, n = 16, 4, 64
+    w = jax.random.normal(kw_[0], (d, k))
+    logits_fn = lambda x: x.reshape(x.shape[0], -1) @ w  # noqa: E731
+    x = np.asarray(jax.random.uniform(kw_[1], (n, d, 1, 1), minval=0.2, maxval=0.8))
+    y = np.asarray(jnp.argmax(logits_fn(x), -1)).astype(np.int32)
+    suite = _protocols.llr_evaluation_attacks(
+        logits_fn, eps=0.06, steps=30, restarts=1, multi_targeted_steps=30,
+        include=("Untargeted", "Multi-Targeted"), box=None, unroll=1)
+    key = jax.random.key(0)
+    full = evaluation.robustness_report(logits_fn, x, y, suite, key=key, batch_size=n,
+                                        progress=False)
+    part = evaluation.robustness_report(logits_fn, x, y, {"Untargeted": suite["Untargeted"]},
+                                        key=key, batch_size=n, progress=False)
+
+    class _Data:
+        images, labels = x, y
+
+    class _Cfg:
+        eval_batch_size, progress = 16, False
+
+    got = llr._mt_on_survivors(logits_fn, part, suite, _Data, key, _Cfg, "lin")
+    un = full.robust_correct["Untargeted"]
+    want = un & full.robust_correct["Multi-Targeted"]
+    assert 0 < un.sum() < n and want.sum() < un.sum()  # both attacks matter here
+    np.testing.assert_array_equal(got.robust_correct["Multi-Targeted"], want)
+    assert float(np.max(got.linf["Multi-Targeted"])) <= 0.06 + 1e-6

@@ -50,6 +50,10 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default=None, help="override config.model (mlp, cnn)")
     ap.add_argument("--hidden", type=int, default=None)
     ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--kernel", type=int, default=None, help="cnn kernel size")
+    ap.add_argument("--features", type=int, nargs=2, default=None, help="cnn channels")
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--schedule", default=None, help="constant, cosine, piecewise")
     args = ap.parse_args(argv)
 
     import jax
@@ -83,6 +87,14 @@ def main(argv=None) -> None:
             config.learning_rate = args.lr
         if args.ramp is not None:
             config.eps_ramp_epochs = args.ramp
+        if args.kernel is not None:
+            config.kernel_size = args.kernel
+        if args.features is not None:
+            config.features = tuple(args.features)
+        if args.batch is not None:
+            config.batch_size = args.batch
+        if args.schedule is not None:
+            config.schedule = args.schedule
         if "ramp" in run:
             config.eps_ramp_epochs = run["ramp"]
         if "epochs" in run:
