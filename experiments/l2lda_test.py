@@ -100,5 +100,6 @@ def test_repro_config_validates_and_matches_the_results_readme():
         text = open(readme, encoding="utf-8").read()
         assert "--config experiments/configs/l2lda.py:repro" in text
         for field in ("epochs", "plain_epochs", "batch_size", "l2l_steps", "eps_rampup_steps",
-                      "attack_gen_steps", "diversity_steps"):
+                      "attack_gen_steps", "diversity_steps", "diversity_num_images",
+                      "gen_learning_rate"):
             assert f"{field} = {cfg[field]}" in text, field
