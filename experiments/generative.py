@@ -156,7 +156,7 @@ def _fit(model, objective, ds, key, *, epochs: int, batch_size: int, learning_ra
     import numpy as np
     import optax
 
-    from robustjax import objectives, training
+    from robustjax import training
 
     k_init, k_data = jax.random.split(key)
     state = training.create_train_state(model, k_init, (1,) + ds.images.shape[1:],

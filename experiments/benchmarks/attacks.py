@@ -399,7 +399,6 @@ def _jax_gemm_gflops(size: int = 2048) -> float:
     """Best of 5 float32 ``[size, size] @ [size, size]`` products, rows sharded over the local
     devices (each device multiplies its rows by the whole matrix)."""
     import jax
-    import jax.numpy as jnp
 
     from robustjax import evaluation
 

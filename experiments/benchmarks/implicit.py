@@ -53,7 +53,6 @@ import argparse
 import functools
 import json
 import platform
-import statistics
 import time
 
 import flax.linen as nn

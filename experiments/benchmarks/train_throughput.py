@@ -92,7 +92,7 @@ def _batch(batch_size):
 
 
 def _measure(objective, state, batch, steps):
-    from robustjax import objectives, training
+    from robustjax import training
 
     step = jax.jit(training.make_train_step(objective))
     key = jax.random.key(1)
