@@ -17,8 +17,9 @@ hand-written loop (its data order differs from ``training.fit``'s).
   robust to PGD?
 
 Variants (``--rows``): ``PGD10``, ``L2L-DA`` (the repro's), ``L2L*``, and ablations
-``L2L-DA/lr3e-3`` (generator learning rate 3e-3 instead of 1e-3) and ``L2L-DA/T10`` (T = 10
-steps of 0.25·ε instead of 5 of 0.5·ε). Writes ``evidence.json`` and ``evidence.png``.
+``L2L-DA/lr3e-3`` (generator learning rate 3e-3), ``L2L-DA/T10`` (T = 10 steps of 0.25·ε
+instead of 5 of 0.5·ε) and ``L2L-DA/paper_gen`` (the supplement's 64/64/128 generator channels
+instead of the repro's 8/8/16). Writes ``evidence.json`` and ``evidence.png``.
 
 Usage (from the repository root)::
 
@@ -109,10 +110,13 @@ def main():
         curve = []
         _, _, variant = row.partition("/")
         t_steps, frac, gen_lr = config.l2l_steps, config.l2l_step_fraction, config.gen_learning_rate
+        gen_features = tuple(config.gen_features)
         if variant == "lr3e-3":
             gen_lr = 3e-3
         elif variant == "T10":
             t_steps, frac = 10, 0.25
+        elif variant == "paper_gen":
+            gen_features = (64, 64, 128)  # supplement A.1's channel widths
         elif variant:
             raise ValueError(f"unknown variant {variant!r}")
         if base == "PGD10":
@@ -130,7 +134,7 @@ def main():
                 return None
         else:
             gen = L2LGenerator(num_classes=config.num_classes, latent_dim=config.latent_dim,
-                               features=tuple(config.gen_features))
+                               features=gen_features)
             state = create_l2lda_state(
                 model, gen, k, (config.batch_size, 28, 28, 1),
                 clf_tx=optax.adam(config.learning_rate), gen_tx=optax.adam(gen_lr),
@@ -181,7 +185,8 @@ def main():
         final = {"pgd100": float(acc(v, x100, yt)), "apgd_ce": float(acc(v, xa, yt))}
         print(row, "final", final, flush=True)
         out["rows"][row] = {"curve": curve, "final": final, "cpu_s": time.process_time() - c0,
-                            "T": t_steps, "step_fraction": frac, "gen_learning_rate": gen_lr}
+                            "T": t_steps, "step_fraction": frac, "gen_learning_rate": gen_lr,
+                            "gen_features": list(gen_features)}
         with open(os.path.join(args.workdir, "evidence.json"), "w") as f:
             json.dump(out, f, indent=1)
     out["total_wall_s"] = time.perf_counter() - t_start
