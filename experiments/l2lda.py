@@ -19,10 +19,9 @@ Wilson 95 % interval, and every deviation from the paper is listed under the tab
   generator with several codes ``z`` (columns); left half the adversarial image, right half
   the perturbation rescaled as in the supplement (ε-ball → [0, 1], 0 → 1/2);
 * ``training_curves.png`` — adversarial training accuracy (and ε) of the robust rows per update;
-* with ``config.diversity_steps > 0``, the diversity check: two L2L-DA attack generators
-  trained from the same initialisation with the same keys against the L2L-DA classifier, with
-  λ = ``config.lambda_div`` and λ = 0, compared by the mean pairwise ℓ2 distance of their
-  perturbations over codes ``z`` (and the min-max generator itself).
+* with ``config.diversity_steps > 0``, the diversity check: L2L-DA min-max training from
+  Plain with λ = ``config.lambda_div`` and with λ = 0, same initialisation and keys, compared by
+  the mean pairwise ℓ2 distance of the final generators' perturbations over codes ``z``.
 
 Usage::
 
@@ -267,21 +266,19 @@ def validate_config(config):
                          f"machine ({type(e).__name__}: {e})") from e
 
 
-def train_attack_generators(config, model, clf_variables, train, key, *, l2l_init=None,
-                            lambda_div=None, columns=None):
-    """The generator columns (AdvGAN, GAP, L2L-DA, as far as ``columns`` — default
-    ``config.columns`` — has them) trained against one fixed classifier; returns
+def train_attack_generators(config, model, clf_variables, train, key, *, l2l_init=None):
+    """The generator columns (AdvGAN, GAP, L2L-DA, as far as ``config.columns`` has them)
+    trained against one fixed classifier; returns
     ``({column: generator_variables}, {column: last_metrics})``.
 
     ``l2l_init``: variables to start the L2L-DA generator from (``config.attack_gen_init ==
     "minmax"``: the L2L-DA row's min-max generator); ``None`` starts from the random
-    initialisation of ``key``. ``lambda_div`` overrides ``config.lambda_div`` (the diversity
-    check)."""
+    initialisation of ``key``."""
     import jax
 
     from robustjax.training import _l2l_baselines as B
 
-    columns = column_names(config) if columns is None else columns
+    columns = column_names(config)
     steps = _attack_gen_steps(config, model)
     nets, txs = steps["nets"], steps["txs"]
     shape = (config.attack_gen_batch_size,) + tuple(train.images.shape[1:])
@@ -308,20 +305,11 @@ def train_attack_generators(config, model, clf_variables, train, key, *, l2l_ini
         if l2l_init is not None:
             st = st.replace(params=l2l_init["params"], batch_stats=l2l_init["batch_stats"],
                             opt_state=st.tx.init(l2l_init["params"]))
-        step = steps["l2l"]
-        if lambda_div is not None:
-            step = functools.partial(_with_lambda, step, lambda_div)
-        st, last["L2L-DA"] = B.train_attack_generator(step, st, clf_variables, train.images,
+        st, last["L2L-DA"] = B.train_attack_generator(steps["l2l"], st, clf_variables, train.images,
                                                       train.labels, key=k_l2l, **common)
         gvars["L2L-DA"] = {"params": st.params, "batch_stats": st.batch_stats}
     last = {c: {k: float(v) for k, v in m.items()} for c, m in last.items()}
     return gvars, last
-
-
-def _with_lambda(step, lam, state, clf_variables, batch, key):
-    import jax.numpy as jnp
-
-    return step(state, clf_variables, batch, key, jnp.float32(lam))
 
 
 _STEP_CACHE: dict = {}
@@ -330,9 +318,7 @@ _STEP_CACHE: dict = {}
 def _attack_gen_steps(config, model):
     """Jitted generator steps, networks and optimisers, created once per (config, classifier)
     so that the generators of every row share one compile (static pytree fields — apply
-    functions, optimisers — must be the same objects for the jit cache to hit). The L2L-DA
-    step takes λ as a traced 5th argument, so the diversity check's λ = 0 generator shares
-    its compile too."""
+    functions, optimisers — must be the same objects for the jit cache to hit)."""
     import jax
     import optax
 
