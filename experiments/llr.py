@@ -69,25 +69,43 @@ def _model(config):
     raise ValueError(f"unknown model {config.model!r} (cnn, mlp, wrn, resnet152)")
 
 
-def _runs(config) -> dict[str, tuple[str, int]]:
-    """``{row name: (method, inner steps)}``: the main table first, then the F4 models."""
+def _runs(config) -> dict[str, tuple[str, int, float | None]]:
+    """``{row name: (method, inner steps, inner step size)}``: the main table first, then the
+    F4 models (ADV-k, LLR-k), then the optional F4 rows (TRADES-k, reference ADV-k rows with
+    their own step size). A step size of ``None`` is the config's (``inner_step_size``;
+    ``trades_step_size`` for TRADES). The order fixes each row's training key
+    (``fold_in(key, index)``), so optional rows come last and leave the others unchanged."""
     runs = {}
     if config.get("main_table", True):
         runs = {
-            f"LLR-{config.llr_steps}": ("llr", config.llr_steps),
-            f"TRADES-{config.trades_steps}": ("trades", config.trades_steps),
-            f"ADV-{config.adv_steps}": ("adv", config.adv_steps),
+            f"LLR-{config.llr_steps}": ("llr", config.llr_steps, None),
+            f"TRADES-{config.trades_steps}": ("trades", config.trades_steps, None),
+            f"ADV-{config.adv_steps}": ("adv", config.adv_steps, None),
         }
     for k in config.obfuscation_steps:
-        runs.setdefault(f"ADV-{k}", ("adv", k))
+        runs.setdefault(f"ADV-{k}", ("adv", k, None))
     for k in config.obfuscation_steps:
-        runs.setdefault(f"LLR-{k}", ("llr", k))
+        runs.setdefault(f"LLR-{k}", ("llr", k, None))
+    for k in config.get("obfuscation_trades_steps", ()):
+        runs.setdefault(f"TRADES-{k}", ("trades", k, None))
+    for k, step in config.get("reference_adv", ()):
+        runs.setdefault(f"ADV-{k}@{step:g}", ("adv", int(k), float(step)))
     return runs
 
 
-def _objective(config, method: str, steps: int, steps_per_epoch: int):
-    """The objective of one row. Weight decay is not part of it: it is set once, in the
-    optimizer (``training.make_optimizer(weight_decay=config.weight_decay)``)."""
+def _row_label(config, name: str, run: tuple) -> str:
+    """The table's name of a row: a reference ADV-k row says its step size."""
+    method, k, step = run
+    if method == "adv" and step is not None:
+        return f"ADV-{k}, steps of {step:g} (reference)"
+    return config.get("row_labels", {}).get(name, name)
+
+
+def _objective(config, method: str, steps: int, steps_per_epoch: int,
+               step_size: float | None = None):
+    """The objective of one row; ``step_size`` overrides the config's inner step size. Weight
+    decay is not part of it: it is set once, in the optimizer
+    (``training.make_optimizer(weight_decay=config.weight_decay)``)."""
     import optax
 
     from robustjax.training import _llr
@@ -97,14 +115,16 @@ def _objective(config, method: str, steps: int, steps_per_epoch: int):
     if method == "llr":
         return _llr.llr_objective(
             eps=eps, lambda_=config.llr_lambda, mu=config.llr_mu, steps=steps,
-            step_size=config.inner_step_size, nominal_weight=config.llr_nominal_weight)
+            step_size=step_size or config.inner_step_size,
+            nominal_weight=config.llr_nominal_weight)
     if method == "trades":
         return _llr.trades_objective(
             beta=config.trades_beta, eps=eps, steps=steps,
-            step_size=config.trades_step_size)
+            step_size=step_size or config.trades_step_size)
     if method == "adv":
         return _llr.adv_k_objective(
-            steps=steps, eps=eps, step_size=config.inner_step_size, step_rule="adam")
+            steps=steps, eps=eps, step_size=step_size or config.inner_step_size,
+            step_rule="adam")
     raise ValueError(f"unknown method {method!r}")
 
 
@@ -285,14 +305,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
     results: dict = {"config": config.to_dict(), "num_train": int(len(train.labels)),
                      "num_test": int(len(test.labels)), "models": {}, "timings_s": {}}
     reports, gammas, rts, histories, aa_reports = {}, {}, {}, {}, {}
-    for i, (name, (method, steps)) in enumerate(runs.items()):
+    for i, (name, (method, steps, step_size)) in enumerate(runs.items()):
         tx = training.make_optimizer(
             config.optimizer, learning_rate=config.learning_rate, schedule=config.schedule,
             total_steps=total_steps, decay_boundaries=tuple(config.decay_boundaries),
             momentum=config.momentum, weight_decay=config.weight_decay)
         t0, c0 = time.perf_counter(), time.process_time()
         state, history = training.fit(
-            model, _objective(config, method, steps, steps_per_epoch), train,
+            model, _objective(config, method, steps, steps_per_epoch, step_size), train,
             key=jax.random.fold_in(k_train, i), epochs=config.num_epochs,
             batch_size=config.batch_size, tx=tx, eval_ds=None, progress=config.progress,
             log_every=config.get("log_every", 50), workdir=os.path.join(workdir, name))
@@ -363,7 +383,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         g = gammas[name]
         train_last = histories[name][-1] if histories[name] else {}
         entry = {
-            "method": method, "inner_steps": steps,
+            "method": method, "inner_steps": steps, "inner_step_size": step_size or (
+                config.trades_step_size if method == "trades" else config.inner_step_size),
             "nominal": report.clean_accuracy,
             "robust_accuracy": dict(report.robust_accuracy),
             "wilson95": {c: [float(b) for b in evaluation.wilson_interval(*_acc(report, c))]
@@ -411,9 +432,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
     main_rows = [[n, str(runs[n][1]), _cell(reports[n], "Nominal")]
                  + [_cell(reports[n], c) for c in main_cols] + rt_cell(n)
                  for n in (names[:3] if main_table else [])]
+    trades_k = tuple(config.get("obfuscation_trades_steps", ()))
     obf_names = [n for n in names
-                 if runs[n][1] in tuple(config.obfuscation_steps) and runs[n][0] in ("adv", "llr")]
-    obf_names.sort(key=lambda n: (runs[n][0], runs[n][1]))
+                 if (runs[n][0] in ("adv", "llr") and runs[n][1] in tuple(config.obfuscation_steps)
+                     and runs[n][2] is None)
+                 or (runs[n][0] == "trades" and runs[n][1] in trades_k)
+                 or (runs[n][0] == "adv" and runs[n][2] is not None)]
+    # ADV-k, LLR-k, TRADES-k by k; the reference rows last.
+    order = {"adv": 0, "llr": 1, "trades": 2}
+    obf_names.sort(key=lambda n: (runs[n][2] is not None, order[runs[n][0]], runs[n][1]))
     obf_cols = tuple(c for c in ("FGSM", fgsm_k, pgd_m, "Untargeted", "Multi-Targeted",
                                  "AutoAttack")
                      if c in reports[names[0]].robust_accuracy
@@ -431,7 +458,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         m = results["models"][n]
         return [f"{m['sqrt_gamma_mean']:.3f} / {m['sqrt_gamma_median']:.3f}"]
 
-    obf_rows = [[config.get("row_labels", {}).get(n, n), str(runs[n][1]),
+    obf_rows = [[_row_label(config, n, runs[n]), str(runs[n][1]),
                  _cell(reports[n], "Nominal")]
                 + [_cell(col_report(n, c), c) for c in obf_cols] + gap(n) + sqrt_gamma(n)
                 for n in obf_names]

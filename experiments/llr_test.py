@@ -234,3 +234,55 @@ def test_multi_targeted_on_untargeted_survivors():
     assert 0 < un.sum() < n and want.sum() < un.sum()  # both attacks matter here
     np.testing.assert_array_equal(got.robust_correct["Multi-Targeted"], want)
     assert float(np.max(got.linf["Multi-Targeted"])) <= 0.06 + 1e-6
+
+
+def test_optional_f4_rows_keep_the_four_models_and_use_their_own_step():
+    """``obfuscation_trades_steps`` / ``reference_adv`` add rows after ADV-k and LLR-k (so the
+    four models keep their training keys, ``fold_in(key, index)``), and a reference row's
+    objective is ADV-k with its own step size, not the config's."""
+    import flax.linen as nn
+    import optax
+
+    from robustjax.training import TrainState, _llr
+
+    cfg_mod = _load("llr_config_rows", os.path.join(_HERE, "configs", "llr.py"))
+    llr = _load("llr_main_rows", os.path.join(_HERE, "llr.py"))
+    base = cfg_mod.get_config("obfuscation")
+    base.obfuscation_trades_steps, base.reference_adv = (), ()
+    four = llr._runs(base)
+    config = cfg_mod.get_config("obfuscation")
+    runs = llr._runs(config)
+    assert list(runs)[:4] == list(four) == ["ADV-1", "ADV-2", "LLR-1", "LLR-2"]
+    assert runs["TRADES-2"] == ("trades", 2, None)
+    assert runs["ADV-10@0.1"] == ("adv", 10, 0.1)
+    assert list(runs) == ["ADV-1", "ADV-2", "LLR-1", "LLR-2", "TRADES-2", "ADV-10@0.1"]
+    assert llr._row_label(config, "ADV-10@0.1", runs["ADV-10@0.1"]) == (
+        "ADV-10, steps of 0.1 (reference)")
+    assert llr._row_label(config, "ADV-2", runs["ADV-2"]) == "ADV-2"
+
+    class Tiny(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool = False):
+            return nn.Dense(3)(nn.softplus(nn.Dense(8)(x.reshape(x.shape[0], -1))))
+
+    kx, ky = jax.random.split(jax.random.key(3))
+    batch = {"image": jax.random.uniform(kx, (12, 4, 4, 1)),
+             "label": jax.random.randint(ky, (12,), 0, 3)}
+    v = Tiny().init(jax.random.key(1), batch["image"][:1])
+    st = TrainState.create(apply_fn=Tiny().apply, params=v["params"], tx=optax.sgd(0.1),
+                           batch_stats={})
+    config.eps_ramp_epochs = 0.0  # a constant ε: the objectives below see the full ball
+    key = jax.random.key(0)
+
+    def loss(obj):
+        return float(jax.jit(obj)(st.params, st, batch, key)[0])
+
+    ref = loss(_llr.adv_k_objective(steps=3, eps=config.eps, step_size=0.1, step_rule="adam"))
+    big = loss(_llr.adv_k_objective(steps=3, eps=config.eps, step_size=1.0, step_rule="adam"))
+    assert abs(ref - big) > 1e-4  # the step size changes the objective: the check has teeth
+    assert loss(llr._objective(config, "adv", 3, 100, 0.1)) == pytest.approx(ref, rel=1e-5)
+    assert loss(llr._objective(config, "adv", 3, 100)) == pytest.approx(big, rel=1e-5)
+    trades = loss(_llr.trades_objective(beta=config.trades_beta, eps=config.eps, steps=2,
+                                        step_size=config.trades_step_size))
+    assert loss(llr._objective(config, *runs["TRADES-2"][:2], 100)) == pytest.approx(
+        trades, rel=1e-5)

@@ -45,13 +45,13 @@ def main(argv=None) -> None:
     spe = len(train.labels) // config.batch_size
     key = jax.random.split(jax.random.key(config.seed), 4)[0]
     out = {}
-    for i, (name, (method, steps)) in enumerate(llr._runs(config).items()):
+    for i, (name, (method, steps, step_size)) in enumerate(llr._runs(config).items()):
         tx = training.make_optimizer(
             config.optimizer, learning_rate=config.learning_rate, schedule=config.schedule,
             total_steps=spe * config.num_epochs, decay_boundaries=tuple(config.decay_boundaries),
             momentum=config.momentum, weight_decay=config.weight_decay)
         state, hist = training.fit(
-            model, llr._objective(config, method, steps, spe), train,
+            model, llr._objective(config, method, steps, spe, step_size), train,
             key=jax.random.fold_in(key, i), epochs=config.num_epochs,
             batch_size=config.batch_size, tx=tx, progress=False,
             log_every=config.get("log_every", 50), workdir=os.path.join(args.workdir, name))

@@ -8,7 +8,7 @@ collapse hypothesis of issue 15 (μ·|δᵀ∇ℓ| dwarfing the nominal loss) ca
 ``linear_term`` and ``nominal_loss`` columns. One JSON line per run.
 
 Run spec: ``method:k[:key=value...]`` with method ``adv``/``llr``/``trades`` and keys
-``lam, mu, w`` (LLR λ, μ, nominal weight), ``beta`` (TRADES), ``step`` (inner step size),
+``lam, mu, w`` (LLR λ, μ, nominal weight), ``beta`` (TRADES), ``step`` (inner step size), ``tstep`` (TRADES' sign-step size),
 ``epochs``::
 
     python experiments/benchmarks/llr_sweep.py --runs adv:1 adv:2 llr:2:lam=4:mu=0.5:w=2
@@ -54,6 +54,8 @@ def main(argv=None) -> None:
     ap.add_argument("--features", type=int, nargs=2, default=None, help="cnn channels")
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--schedule", default=None, help="constant, cosine, piecewise")
+    ap.add_argument("--eps", type=float, default=None, help="override config.eps (ℓ∞ radius)")
+    ap.add_argument("--activation", default=None, help="override config.activation")
     args = ap.parse_args(argv)
 
     import jax
@@ -77,6 +79,8 @@ def main(argv=None) -> None:
             config.trades_beta = run["beta"]
         if "step" in run:
             config.inner_step_size = run["step"]
+        if "tstep" in run:
+            config.trades_step_size = run["tstep"]
         if args.epochs is not None:
             config.num_epochs = args.epochs
         if args.model is not None:
@@ -95,6 +99,10 @@ def main(argv=None) -> None:
             config.batch_size = args.batch
         if args.schedule is not None:
             config.schedule = args.schedule
+        if args.eps is not None:
+            config.eps = args.eps
+        if args.activation is not None:
+            config.activation = args.activation
         if "ramp" in run:
             config.eps_ramp_epochs = run["ramp"]
         if "epochs" in run:
