@@ -9,8 +9,9 @@ adversarial training) — plus ADV-1, ADV-2, LLR-1, LLR-2 for the gradient-obfus
   Random-Targeted *success rate* — lower is better, Table F3 — when ``eval_attacks`` asks for
   it) for LLR, TRADES and ADV-k, and the Table F4 study (FGSM, FGSM-k, PGD-m vs the strong
   Untargeted / Multi-Targeted attacks and, with ``eval_autoattack``, AutoAttack; the FGSM −
-  Multi-Targeted gap and √γ) for ADV-1/2 and LLR-1/2; accuracies with Wilson 95 % intervals
-  (also printed);
+  Multi-Targeted gap and √γ) for ADV-1/2 and LLR-1/2 (and the optional TRADES-k and
+  reference ADV-k rows, ``obfuscation_trades_steps`` / ``reference_adv``); accuracies with
+  Wilson 95 % intervals (also printed);
 * ``results.json`` — every accuracy and interval, γ statistics, training curves and timings
   (wall and process CPU);
 * ``gamma_histogram.png`` — histogram of √γ(ε, x) on the test set for every model (Fig. F3);

@@ -25,7 +25,11 @@ Variants (``--config experiments/configs/llr.py:<variant>``):
   survive Untargeted (``eval_mt_on_survivors``: the column is the worst case of the two);
   √γ on the 1,000 digits (20 Adam steps of 0.1, best of 4 restarts; see the convergence check
   of ``experiments/benchmarks/llr_gamma_convergence.py``); AutoAttack (standard) on the first
-  250 digits (``autoattack_num_test``); loss surfaces of ADV-2 and LLR-2. About 25 CPU-minutes.
+  250 digits (``autoattack_num_test``); loss surfaces of ADV-2 and LLR-2. Two rows beyond
+  Table F4 (``obfuscation_trades_steps``, ``reference_adv``), trained after the four so that
+  their keys do not change: TRADES-2 (β = 6, 2 sign steps of 1.0 ≈ 3ε, the same large-step
+  regime) and ADV-10 with Adam steps of 0.1 = ε/3, an honest reference for what more PGD steps
+  buy at this budget (cf. Table A1's ADV-4/8/16). About 35 CPU-minutes.
 * ``cifar10`` — appendix F.2: Wide-ResNet-28-8 (softplus), ε = 8/255 ramped over 15 epochs,
   SGD momentum 0.9, lr 0.1 decayed ×0.1 after 100 and 105 of 110 epochs, batch 256, ℓ2 2e-4;
   LLR λ = 4, μ = 0.5 (Tables F2/F3; F.2's text says μ = 3), nominal weight 2, 10 Adam steps
