@@ -195,6 +195,13 @@ def test_configs_follow_the_paper_columns():
         assert c.num_train == 10000 and c.num_test == 1000 and c.eps == 0.3
         assert c.eps_ramp_epochs > 0 and c.inner_step_size >= 3 * c.eps
         assert tuple(c.obfuscation_steps) == (1, 2) and not c.main_table
+        assert not c.obfuscation_trades_steps and not c.reference_adv  # the 20-minute budget
+    plus, repro = cfg.get_config("obfuscation_plus"), cfg.get_config("repro")
+    # The extended run differs only by its two extra rows (and their note): the four F4 rows
+    # are the repro's, trained with the same keys.
+    differ = {k for k in repro.keys() if repro[k] != plus[k]}
+    assert differ == {"obfuscation_trades_steps", "trades_step_size", "reference_adv",
+                      "table_note"}, differ
     assert cfg.get_config("cifar10").llr_mu == 0.5  # Tables F2/F3, not F.2's text
     with pytest.raises(ValueError, match="variant"):
         cfg.get_config("nope")
@@ -247,10 +254,8 @@ def test_optional_f4_rows_keep_the_four_models_and_use_their_own_step():
 
     cfg_mod = _load("llr_config_rows", os.path.join(_HERE, "configs", "llr.py"))
     llr = _load("llr_main_rows", os.path.join(_HERE, "llr.py"))
-    base = cfg_mod.get_config("obfuscation")
-    base.obfuscation_trades_steps, base.reference_adv = (), ()
-    four = llr._runs(base)
-    config = cfg_mod.get_config("obfuscation")
+    four = llr._runs(cfg_mod.get_config("repro"))
+    config = cfg_mod.get_config("obfuscation_plus")
     runs = llr._runs(config)
     assert list(runs)[:4] == list(four) == ["ADV-1", "ADV-2", "LLR-1", "LLR-2"]
     assert runs["TRADES-2"] == ("trades", 2, None)
