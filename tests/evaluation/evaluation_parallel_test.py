@@ -23,8 +23,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 _SCRIPT = r"""
 import functools, json, os
-os.environ["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=2 "
-                           "--xla_cpu_multi_thread_eigen=false")
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")  # conftest's -O0, if any
+                           + " --xla_force_host_platform_device_count=2"
+                           + " --xla_cpu_multi_thread_eigen=false")
 import jax, jax.numpy as jnp, numpy as np
 import flax.linen as nn
 from robustjax import attacks, data, evaluation
@@ -124,7 +125,9 @@ def result():
     env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
                OPENBLAS_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
-    env.pop("XLA_FLAGS", None)
+    # Only the optimisation level passes through (tests/conftest.py); device flags are the script's.
+    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
+                                if f.startswith("--xla_backend_optimization_level"))
     proc = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True,
                           text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -131,11 +131,16 @@ def test_stadv_adam_vmap_over_outer_axis_matches_direct_call(mnist_model):
     np.testing.assert_allclose(S.warp(x, fv), xav, atol=1e-6)
     fooled = _margin(logits_fn, xa, y) < -0.5
     assert np.all(_margin(logits_fn, xav, y)[fooled] < 0.0)
-    # objective values: measured agreement within 4.3 %; an unrelated flow (another example's)
-    # changes them by far more (checked below), so 10 % separates the two.
+    # Objective values. Per digit they follow the chaos above: measured max deviations 4.3 %
+    # (XLA:CPU with LLVM -O2) and 11.8 % (-O0, the test suite's setting) on one machine, so
+    # per-digit agreement is checked loosely (50 %) and the mean, where the deviations average
+    # out (measured 0.6 % / 0.7 %), tightly (5 %). Both separate the right flow from wrong ones:
+    # another example's flow raises every digit's objective by >= 247 %, no flow by >= 159 %.
     ov, od = np.asarray(obj(fv)), np.asarray(obj(f))
-    np.testing.assert_allclose(ov, od, rtol=0.1)
-    assert np.max(np.abs(np.asarray(obj(np.roll(np.asarray(f), 1, 0))) / od - 1)) > 0.3
+    np.testing.assert_allclose(ov, od, rtol=0.5)
+    np.testing.assert_allclose(ov.mean(), od.mean(), rtol=0.05)
+    assert np.min(np.asarray(obj(np.roll(np.asarray(f), 1, 0))) / od - 1) > 1.0
+    assert np.min(np.asarray(obj(jnp.zeros_like(f))) / od - 1) > 1.0
 
 
 def test_stadv_lbfgs_decreases_objective_per_example(mnist_model):

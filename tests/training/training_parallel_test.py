@@ -8,7 +8,8 @@ from training_testlib import run_python
 
 _SCRIPT = r"""
 import functools, json, os
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")  # keeps conftest's -O0
+                           + " --xla_force_host_platform_device_count=4")
 import jax, numpy as np
 from robustjax import objectives, training
 from training_testlib import BNNet, TinyMLP, flat, linf_pgd, load_mnist, max_abs_diff
