@@ -5,8 +5,10 @@ from uniform starts, keeping the best iterate and the best restart. The estimate
 bound; this script measures how far it is from converged on a trained MNIST model, to choose the
 number of restarts of the experiment's √γ histogram (Fig. F3):
 
-* trains the ``--variant`` model of ``experiments/llr.py`` briefly (standard training and
-  ADV-1, i.e. a smooth and a gradient-obfuscated loss surface),
+* trains the ``--variant`` model of ``experiments/llr.py`` briefly with each of ``--models``
+  (default: standard training and ADV-1, i.e. a smooth and a gradient-obfuscated loss surface;
+  ``adv:K`` / ``llr:K`` / ``trades:K`` train the experiment's rows, with its (λ, μ, w), inner
+  step and ε ramp),
 * estimates γ on ``--num`` test digits for every (steps, restarts) pair, with the accurate
   float32 cross-entropy (``robustjax.losses.cross_entropy``) and, for comparison, the naive
   ``logsumexp(z) − z_y`` (exactly 0 on confidently classified digits in float32),
@@ -41,6 +43,8 @@ def main(argv=None) -> None:
                     default=["2x1", "10x4", "20x4", "50x1", "50x2", "50x4", "50x8", "100x4"],
                     help="STEPSxRESTARTS pairs")
     ap.add_argument("--random", type=int, default=64)
+    ap.add_argument("--models", nargs="+", default=["standard", "adv:1"],
+                    help="standard | adv:K | llr:K | trades:K (the experiment's rows)")
     args = ap.parse_args(argv)
 
     import jax
@@ -66,10 +70,20 @@ def main(argv=None) -> None:
     def naive_ce(logits, labels):
         return jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, labels[:, None], -1)[:, 0]
 
-    for name, method, k in (("standard", "llr0", 1), ("ADV-1", "adv", 1)):
-        if method == "llr0":
-            config.llr_lambda, config.llr_mu = 0.0, 0.0
-            objective = llr._objective(config, "llr", 1, spe)
+    runs = []
+    for spec in args.models:
+        if spec == "standard":
+            runs.append(("standard", "standard", 1))
+            continue
+        method, _, k = spec.partition(":")
+        if method not in ("adv", "llr", "trades") or not k.isdigit():
+            ap.error(f"--models: {spec!r} is not standard, adv:K, llr:K or trades:K")
+        runs.append((f"{method.upper()}-{k}", method, int(k)))
+    for name, method, k in runs:
+        if method == "standard":  # LLR's objective with λ = μ = 0: the nominal loss alone
+            std = config.copy_and_resolve_references()
+            std.llr_lambda, std.llr_mu = 0.0, 0.0
+            objective = llr._objective(std, "llr", 1, spe)
         else:
             objective = llr._objective(config, method, k, spe)
         state, _ = training.fit(model, objective, train, key=jax.random.key(0),
