@@ -46,6 +46,15 @@ def main(argv=None) -> None:
     ap.add_argument("--models", nargs="+", default=["standard", "adv:1"],
                     help="standard | adv:K | llr:K | trades:K (the experiment's rows)")
     args = ap.parse_args(argv)
+    runs = []
+    for spec in args.models:
+        if spec == "standard":
+            runs.append(("standard", "standard", 1))
+            continue
+        method, _, k = spec.partition(":")
+        if method not in ("adv", "llr", "trades") or not k.isdigit():
+            ap.error(f"--models: {spec!r} is not standard, adv:K, llr:K or trades:K")
+        runs.append((f"{method.upper()}-{k}", method, int(k)))
 
     import jax
     import jax.numpy as jnp
@@ -70,15 +79,6 @@ def main(argv=None) -> None:
     def naive_ce(logits, labels):
         return jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, labels[:, None], -1)[:, 0]
 
-    runs = []
-    for spec in args.models:
-        if spec == "standard":
-            runs.append(("standard", "standard", 1))
-            continue
-        method, _, k = spec.partition(":")
-        if method not in ("adv", "llr", "trades") or not k.isdigit():
-            ap.error(f"--models: {spec!r} is not standard, adv:K, llr:K or trades:K")
-        runs.append((f"{method.upper()}-{k}", method, int(k)))
     for name, method, k in runs:
         if method == "standard":  # LLR's objective with λ = μ = 0: the nominal loss alone
             std = config.copy_and_resolve_references()
